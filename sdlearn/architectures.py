@@ -1,0 +1,95 @@
+"""Component configs: sd-mini (trained here) and tiny (random weights, SD 1.5 interface sizes).
+
+Both use exactly the diffusers/transformers classes of Stable Diffusion 1.5 — AutoencoderKL,
+CLIPTextModel + CLIPTokenizer, UNet2DConditionModel, PNDMScheduler — only smaller.
+
+Introduced in notebooks/00_quick_tour.ipynb.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+BOS, EOS = 49406, 49407
+# SD 1.5's scheduler, exactly as its scheduler_config.json has it.
+SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                      num_train_timesteps=1000, prediction_type="epsilon", set_alpha_to_one=False,
+                      skip_prk_steps=True, steps_offset=1)
+
+
+def tokenizer_dir() -> Path:
+    """The real CLIP BPE tokenizer files shipped as package data (see scripts/make_clip_tokenizer.py)."""
+    return Path(str(resources.files("sdlearn") / "data" / "tokenizer"))
+
+
+def load_tokenizer() -> CLIPTokenizer:
+    """SD 1.5's tokenizer: 49,408 tokens, 77 positions, padded with <|endoftext|>.
+
+    Introduced in notebooks/02_tokenizer_text_encoder.ipynb.
+    """
+    return CLIPTokenizer.from_pretrained(tokenizer_dir(), model_max_length=77)
+
+
+def _text_config(hidden: int, layers: int, heads: int, mlp: int) -> CLIPTextConfig:
+    return CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=mlp,
+                          num_hidden_layers=layers, num_attention_heads=heads,
+                          max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=hidden,
+                          bos_token_id=BOS, eos_token_id=EOS, pad_token_id=EOS)
+
+
+def _vae(channels: tuple[int, ...], groups: int, sample_size: int) -> AutoencoderKL:
+    # Four blocks -> three downsamplings -> a factor of 2**3 = 8, and 4 latent channels, as SD 1.5.
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=channels,
+                         layers_per_block=1, latent_channels=4, norm_num_groups=groups,
+                         sample_size=sample_size)
+
+
+def _unet(channels: tuple[int, ...], cross_dim: int, sample_size: int, layers: int, heads: int,
+          in_channels: int = 4) -> UNet2DConditionModel:
+    n = len(channels)
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=in_channels, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * n, up_block_types=("CrossAttnUpBlock2D",) * n,
+        block_out_channels=channels, layers_per_block=layers, cross_attention_dim=cross_dim,
+        attention_head_dim=heads, norm_num_groups=min(32, channels[0]))
+
+
+def mini_components(seed: int = 0) -> dict:
+    """Freshly initialised sd-mini components (the shapes the shipped weights fill).
+
+    64x64 pictures -> 4x8x8 latents; a 2-layer CLIP text encoder of width 64 over the full
+    49,408-token vocabulary; a two-level cross-attention UNet.
+    """
+    torch.manual_seed(seed)
+    return {
+        "vae": _vae((32, 64, 64, 64), groups=16, sample_size=64),
+        "text_encoder": CLIPTextModel(_text_config(hidden=64, layers=2, heads=4, mlp=256)),
+        "tokenizer": load_tokenizer(),
+        "unet": _unet((64, 128), cross_dim=64, sample_size=8, layers=1, heads=8),
+        "scheduler": PNDMScheduler(**SD15_SCHEDULER),
+    }
+
+
+def tiny_components(seed: int = 0) -> dict:
+    """Random-weight components with SD 1.5's interface sizes, built in about a second.
+
+    Text embeddings are (1, 77, 768) and latents (1, 4, 64, 64) for a 512x512 picture, so every
+    printed shape matches the real model; the networks in between are tiny and untrained.
+
+    Introduced in notebooks/00_quick_tour.ipynb.
+    """
+    torch.manual_seed(seed)
+    return {
+        "vae": _vae((8, 16, 16, 16), groups=8, sample_size=512),
+        "text_encoder": CLIPTextModel(_text_config(hidden=768, layers=1, heads=12, mlp=64)),
+        "tokenizer": load_tokenizer(),
+        "unet": _unet((32, 64), cross_dim=768, sample_size=64, layers=1, heads=8),
+        "scheduler": PNDMScheduler(**SD15_SCHEDULER),
+        "safety_checker": None,
+        "feature_extractor": None,
+    }

@@ -1,0 +1,173 @@
+"""Training code for sd-mini: the VAE, then the text encoder + UNet on cached latents.
+
+The recipe that made the shipped model is ``make sd-mini`` (see sdlearn/data/sd-mini/README.md);
+every stage checkpoints to ``--work`` and resumes from there, so an interrupted run loses little.
+
+    python -m sdlearn.train vae     --steps 6000   # AutoencoderKL on world images + photo crops
+    python -m sdlearn.train latents --n 60000      # encode the training world once
+    python -m sdlearn.train unet    --steps 8000   # CLIPTextModel + UNet2DConditionModel, CFG dropout
+    python -m sdlearn.train export                 # diffusers folder -> sdlearn/data/sd-mini
+
+Introduced in notebooks/11_training_sd_mini.ipynb.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import world
+from .architectures import mini_components
+
+TRAIN_SEED, HELDOUT_SEED = 1, 999  # world seeds: training data vs evaluation prompts
+DEFAULT_WORK = Path("data/train-work")
+
+
+# ----------------------------------------------------------------------------- data
+def photo_pool(size: int = 256) -> list[np.ndarray]:
+    """Natural photos bundled with scikit-image (public domain / CC0), resized to short side ``size``.
+
+    ``chelsea`` is held out for evaluation. Needs the optional ``scikit-image`` (the ``train`` extra).
+    """
+    from PIL import Image
+    from skimage import data as skdata
+
+    out = []
+    for name in ("astronaut", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "retina"):
+        arr = getattr(skdata, name)()
+        img = Image.fromarray(arr[0] if isinstance(arr, tuple) else arr).convert("RGB")
+        for side in (size, size * 2):
+            scale = side / min(img.size)
+            out.append(np.asarray(img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)))
+    return out
+
+
+def vae_batch(rng: np.random.Generator, step: int, batch: int, crop: int, photos: list[np.ndarray],
+              photo_frac: float) -> torch.Tensor:
+    """A (B, 3, crop, crop) batch in [-1, 1]: random crops of world images and of photos."""
+    imgs = []
+    for k in range(batch):
+        if photos and rng.random() < photo_frac:
+            p = photos[rng.integers(len(photos))]
+            y, x = rng.integers(p.shape[0] - crop + 1), rng.integers(p.shape[1] - crop + 1)
+            imgs.append(p[y : y + crop, x : x + crop])
+        else:
+            im = world.sample(TRAIN_SEED, step * batch + k).image
+            y, x = rng.integers(64 - crop + 1), rng.integers(64 - crop + 1)
+            imgs.append(im[y : y + crop, x : x + crop])
+    arr = np.stack(imgs).astype(np.float32) / 127.5 - 1.0
+    if rng.random() < 0.5:  # horizontal flip: free augmentation for the photos and shapes alike
+        arr = arr[:, :, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two image batches in [-1, 1] (computed on the [0, 1] scale)."""
+    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2).mean().item()
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _save(path: Path, **state) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: an interrupted save never corrupts the last good checkpoint
+
+
+def plot_losses(log: list[dict], key: str, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r["step"] for r in log])
+    vals = np.array([r[key] for r in log])
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.plot(steps, vals, alpha=0.3, lw=0.8)
+    k = max(1, len(vals) // 50)
+    if len(vals) > k:
+        ax.plot(steps[k - 1 :], np.convolve(vals, np.ones(k) / k, mode="valid"), lw=1.5)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _lr(step: int, total: int, base: float, warmup: int = 200) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+
+
+# ----------------------------------------------------------------------------- VAE
+def train_vae(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 32, crop: int = 32,
+              lr: float = 1e-3, kl_weight: float = 1e-6, photo_frac: float = 0.25,
+              ckpt_every: int = 250, seed: int = 0) -> Path:
+    """Train the AutoencoderKL with L1 + MSE reconstruction and a tiny KL term (as SD's VAE).
+
+    The VAE is fully convolutional (plus attention at the bottleneck), so training on 32x32
+    crops teaches the same ×8 code as full images, four times cheaper per sample.
+    """
+    torch.manual_seed(seed)
+    vae = mini_components()["vae"]
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    ck = work / "vae.pt"
+    start, log = 0, []
+    if ck.exists():
+        st = torch.load(ck, weights_only=False)
+        vae.load_state_dict(st["model"]), opt.load_state_dict(st["opt"])
+        start, log = st["step"], st["log"]
+    photos = photo_pool() if photo_frac > 0 else []
+    vae.train()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="vae", mininterval=5)
+    for step in bar:
+        rng = np.random.default_rng([seed, step])
+        x = vae_batch(rng, step, batch, crop, photos, photo_frac)
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, lr)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        loss = rec_loss + kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        log.append({"step": step, "loss": loss.item(), "psnr": psnr(rec.detach(), x)})
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{np.mean([r['psnr'] for r in log[-50:]]):.1f}")
+        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
+            _save(ck, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1, log=log)
+    plot_losses(log, "loss", work / "vae_loss.png", "VAE: L1 + MSE + KL")
+    return ck
+
+
+# ----------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m sdlearn.train", description=__doc__.split("\n")[0])
+    p.add_argument("stage", choices=["vae", "latents", "unet", "export"])
+    p.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    t0 = time.time()
+    if a.stage == "vae":
+        train_vae(a.work, **({"steps": a.steps} if a.steps else {}))
+    print(json.dumps({"stage": a.stage, "seconds": round(time.time() - t0, 1)}))
+
+
+if __name__ == "__main__":
+    main()
