@@ -112,7 +112,7 @@ def _lr(step: int, total: int, base: float, warmup: int = 200) -> float:
 
 # ----------------------------------------------------------------------------- VAE
 def train_vae(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 32, crop: int = 32,
-              lr: float = 1e-3, kl_weight: float = 1e-6, photo_frac: float = 0.25,
+              lr: float = 1e-3, kl_weight: float = 1e-6, photo_frac: float = 0.1,
               ckpt_every: int = 250, seed: int = 0) -> Path:
     """Train the AutoencoderKL with L1 + MSE reconstruction and a tiny KL term (as SD's VAE).
 
@@ -153,19 +153,174 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 32, cro
     return ck
 
 
+# ----------------------------------------------------------------------------- latents
+def load_vae(work: Path = DEFAULT_WORK):
+    vae = mini_components()["vae"]
+    vae.load_state_dict(torch.load(work / "vae.pt", weights_only=False)["model"])
+    return vae.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250) -> Path:
+    """Encode ``n`` training-world images once (latent means) and tokenize their captions.
+
+    Also measures the latents' standard deviation: ``scaling_factor = 1 / std`` makes the
+    UNet's inputs unit-variance, which is exactly how SD's 0.18215 was chosen.
+    """
+    vae = load_vae(work)
+    tok = mini_components()["tokenizer"]
+    lat, ids = [], []
+    for start in tqdm(range(0, n, batch), desc="encode", mininterval=5):
+        imgs, caps = world.batch(TRAIN_SEED, start, min(batch, n - start))
+        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+        lat.append(vae.encode(x).latent_dist.mean)
+        ids.append(tok(caps, padding="max_length", max_length=77, truncation=True,
+                       return_tensors="pt").input_ids.to(torch.int32))
+    latents, input_ids = torch.cat(lat), torch.cat(ids)
+    std = latents.std().item()
+    out = work / "latents.pt"
+    _save(out, latents=latents, input_ids=input_ids, std=std, mean=latents.mean().item(),
+          uncond_ids=tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids)
+    print(f"latents {tuple(latents.shape)} std={std:.4f} -> scaling_factor={1 / std:.5f}")
+    return out
+
+
+# ----------------------------------------------------------------------------- UNet + text
+def noise_scheduler():
+    from diffusers import DDPMScheduler
+
+    from .architectures import SD15_SCHEDULER
+
+    keys = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "prediction_type")
+    return DDPMScheduler(**{k: SD15_SCHEDULER[k] for k in keys})
+
+
+def diffusion_loss(unet, text_encoder, latents: torch.Tensor, input_ids: torch.Tensor, sched,
+                   gen: torch.Generator, snr_gamma: float | None = 5.0) -> torch.Tensor:
+    """SD's training objective: predict the noise added at a random timestep.
+
+    With ``snr_gamma`` each timestep's loss is weighted by min(SNR, γ)/SNR ("Min-SNR", Hang et
+    al. 2023): low-noise steps, easy and numerous, stop dominating, and training converges
+    several times faster. ``snr_gamma=None`` gives SD's plain MSE.
+    """
+    noise = torch.randn(latents.shape, generator=gen)
+    t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=gen)
+    noisy = sched.add_noise(latents, noise, t)  # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps
+    cond = text_encoder(input_ids)[0]  # (B, 77, hidden)
+    pred = unet(noisy, t, encoder_hidden_states=cond).sample
+    per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
+    if snr_gamma is not None:
+        abar = sched.alphas_cumprod[t]
+        snr = abar / (1 - abar)
+        per_sample = per_sample * torch.clamp(snr, max=snr_gamma) / snr
+    return per_sample.mean()
+
+
+def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr: float = 6e-4,
+               cond_drop: float = 0.1, ema_decay: float = 0.999, ckpt_every: int = 250,
+               seed: int = 0) -> Path:
+    """Train the text encoder and UNet jointly on cached latents, with caption dropout.
+
+    ``cond_drop`` (10 %) replaces the caption by "" so the same network also learns the
+    unconditional prediction that classifier-free guidance extrapolates away from.
+    """
+    data = torch.load(work / "latents.pt", weights_only=False)
+    latents = data["latents"] / data["std"]  # scaled to unit variance, as the pipeline expects
+    input_ids, uncond = data["input_ids"].long(), data["uncond_ids"].long()
+    torch.manual_seed(seed)
+    comps = mini_components(seed)
+    unet, te = comps["unet"], comps["text_encoder"]
+    params = list(unet.parameters()) + list(te.parameters())
+    # No weight decay: AdamW would shrink the ~49k embedding rows that no caption ever uses.
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    ema = [p.detach().clone() for p in params]
+    sched, ck = noise_scheduler(), work / "unet.pt"
+    start, log = 0, []
+    if ck.exists():
+        st = torch.load(ck, weights_only=False)
+        unet.load_state_dict(st["unet"]), te.load_state_dict(st["text_encoder"]), opt.load_state_dict(st["opt"])
+        ema, start, log = st["ema"], st["step"], st["log"]
+    unet.train(), te.train()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="unet", mininterval=5)
+    for step in bar:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        idx = torch.randint(0, latents.shape[0], (batch,), generator=gen)
+        ids = input_ids[idx].clone()
+        drop = torch.rand(batch, generator=gen) < cond_drop
+        ids[drop] = uncond
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, lr)
+        loss = diffusion_loss(unet, te, latents[idx], ids, sched, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.lerp_(p.detach(), 1 - ema_decay)
+        log.append({"step": step, "loss": loss.item()})
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log[-50:]]):.4f}")
+        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
+            _save(ck, unet=unet.state_dict(), text_encoder=te.state_dict(), opt=opt.state_dict(),
+                  ema=ema, step=step + 1, log=log)
+    plot_losses(log, "loss", work / "unet_loss.png", "UNet: min-SNR weighted noise MSE")
+    return ck
+
+
+# ----------------------------------------------------------------------------- export
+def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = True) -> Path:
+    """Write the diffusers folder (safetensors) that ``load_pipeline("mini")`` loads."""
+    import shutil
+
+    from diffusers import StableDiffusionPipeline
+
+    out = Path(out) if out else Path(__file__).parent / "data" / "sd-mini"
+    comps = mini_components()
+    comps["vae"] = load_vae(work)
+    data = torch.load(work / "latents.pt", weights_only=False)
+    # Round the measured factor like SD's 0.18215; written into the VAE config the pipeline reads.
+    comps["vae"].register_to_config(scaling_factor=round(1.0 / data["std"], 5))
+    st = torch.load(work / "unet.pt", weights_only=False)
+    comps["unet"].load_state_dict(st["unet"]), comps["text_encoder"].load_state_dict(st["text_encoder"])
+    if use_ema:
+        params = list(comps["unet"].parameters()) + list(comps["text_encoder"].parameters())
+        with torch.no_grad():
+            for p, e in zip(params, st["ema"]):
+                p.copy_(e)
+    pipe = StableDiffusionPipeline(**comps, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    for png in ("vae_loss.png", "unet_loss.png"):
+        if (work / png).exists():
+            shutil.copy(work / png, out / png)
+    return out
+
+
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m sdlearn.train", description=__doc__.split("\n")[0])
     p.add_argument("stage", choices=["vae", "latents", "unet", "export"])
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--n", type=int, default=None, help="latents: how many world images to encode")
+    p.add_argument("--photo-frac", type=float, default=0.1, help="vae: share of photo crops in a batch")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     t0 = time.time()
+    steps = {"steps": a.steps} if a.steps else {}
     if a.stage == "vae":
-        train_vae(a.work, **({"steps": a.steps} if a.steps else {}))
+        train_vae(a.work, photo_frac=a.photo_frac, **steps)
+    elif a.stage == "latents":
+        encode_world(a.work, **({"n": a.n} if a.n else {}))
+    elif a.stage == "unet":
+        train_unet(a.work, **steps)
+    else:
+        print(export(a.work))
     print(json.dumps({"stage": a.stage, "seconds": round(time.time() - t0, 1)}))
 
 

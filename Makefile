@@ -1,0 +1,49 @@
+# The course's single entry point. On a fresh machine:
+#   make lab    - set up and open the course in JupyterLab (default model: the bundled sd-mini)
+#   make test   - set up and run every test and every notebook
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU wheel of torch lies on local disk on the course machines; an unpinned torch would pull a
+# multi-GB CUDA build. Override elsewhere, e.g. `make TORCH=torch test`. Never install torchvision.
+TORCH  ?= torch==2.13.0
+JOBS   ?= 2
+PYTEST := $(PY) -m pytest -n $(JOBS) --dist loadfile
+
+.PHONY: setup lab test test-fast notebooks sd-mini bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+# Unit tests and every notebook under nbval (outputs not compared except `# NBVAL_CHECK_OUTPUT` cells).
+test: setup
+	$(PYTEST) tests/ --nbval-lax --nbval-current-env notebooks/
+
+test-fast: setup
+	$(PYTEST) tests/
+
+# Re-execute every notebook top to bottom on the default model and CPU, then normalise it.
+notebooks: setup
+	$(PY) scripts/run_notebooks.py notebooks/*.ipynb
+
+# The full sd-mini recipe (about 2 h on 2 CPU cores); resumable: re-run to continue.
+sd-mini: setup
+	$(PY) -m sdlearn.train vae --steps 5000 --threads 2
+	$(PY) -m sdlearn.train latents --n 50000 --threads 2
+	$(PY) -m sdlearn.train unet --steps 5000 --threads 2
+	$(PY) -m sdlearn.train export
+
+bench: setup
+	$(PY) benchmarks/adherence.py --model mini
+
+clean:
+	rm -rf $(VENV) build *.egg-info

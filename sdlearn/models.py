@@ -1,0 +1,193 @@
+"""One registry of model names and one ``load_pipeline`` built on diffusers' own pipeline classes.
+
+===============  =====================================================  ==========================
+name             source                                                 what it is
+===============  =====================================================  ==========================
+``mini``         ``sdlearn/data/sd-mini`` (package data)                sd-mini, trained here; the
+                                                                        default, runs offline
+``tiny``         built from configs in ~1 s, random weights             SD 1.5's interface sizes
+``sd15``         ``stable-diffusion-v1-5/stable-diffusion-v1-5``        the real SD 1.5 (hub)
+``sd15-inpaint`` ``stable-diffusion-v1-5/stable-diffusion-inpainting``  9-channel inpainting UNet
+``sd2-depth``    ``sd2-community/stable-diffusion-2-depth``             depth-conditioned SD 2
+===============  =====================================================  ==========================
+
+Any local diffusers folder works too. The default comes from ``$SDLEARN_MODEL``, else ``mini``.
+
+Introduced in notebooks/00_quick_tour.ipynb.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from diffusers import (
+    DiffusionPipeline,
+    StableDiffusionDepth2ImgPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+)
+
+from .device import pick_device, pick_dtype
+
+TASKS: dict[str, type[DiffusionPipeline]] = {
+    "txt2img": StableDiffusionPipeline,
+    "img2img": StableDiffusionImg2ImgPipeline,
+    "inpaint": StableDiffusionInpaintPipeline,
+    "depth": StableDiffusionDepth2ImgPipeline,
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    name: str
+    source: str  # a hub repo id, "builtin:tiny" or "package:<folder>"
+    description: str
+    base_task: str = "txt2img"  # the pipeline class the weights were published for
+
+
+REGISTRY: dict[str, ModelSource] = {
+    m.name: m
+    for m in [
+        ModelSource("mini", "package:sd-mini", "sd-mini: a tiny SD trained by this project, offline"),
+        ModelSource("tiny", "builtin:tiny", "random weights with SD 1.5's interface sizes"),
+        ModelSource("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "Stable Diffusion 1.5"),
+        ModelSource("sd15-inpaint", "stable-diffusion-v1-5/stable-diffusion-inpainting",
+                    "SD 1.5 inpainting (9-channel UNet)", base_task="inpaint"),
+        ModelSource("sd2-depth", "sd2-community/stable-diffusion-2-depth",
+                    "SD 2 depth-to-image (5-channel UNet)", base_task="depth"),
+    ]
+}
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model could not be loaded (offline hub, missing folder, wrong task)."""
+
+
+def default_model() -> str:
+    """``$SDLEARN_MODEL`` if set, else ``"mini"``.
+
+    Introduced in notebooks/00_quick_tour.ipynb.
+    """
+    return os.environ.get("SDLEARN_MODEL", "").strip() or "mini"
+
+
+def mini_path() -> Path | None:
+    """The bundled sd-mini folder, or None while it is not shipped yet."""
+    p = Path(str(resources.files("sdlearn") / "data" / "sd-mini"))
+    return p if (p / "model_index.json").exists() else None
+
+
+# Loaded base pipelines, so that switching task reuses the weights instead of reloading them.
+_CACHE: dict[tuple, DiffusionPipeline] = {}
+
+
+def _get_base(key: str, base_task: str, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:
+    cache_key = (key, base_task, str(device), dtype)
+    if cache_key not in _CACHE:
+        _CACHE[cache_key] = _load_base(key, base_task, device, dtype)
+    return _CACHE[cache_key]
+
+
+def _load_base(key: str, base_task: str, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:
+    cls = TASKS[base_task]
+    if key == "builtin:tiny":
+        from .architectures import tiny_components, tiny_unet
+
+        if base_task == "depth":  # tiny's txt2img parts plus a UNet taking depth as a 5th channel
+            txt = _get_base(key, "txt2img", device, dtype)
+            comps = {k: txt.components[k] for k in ("vae", "text_encoder", "tokenizer", "scheduler")}
+            pipe = cls(**comps, unet=tiny_unet(in_channels=5),
+                       depth_estimator=None, feature_extractor=None)
+        else:
+            pipe = cls(**tiny_components(), requires_safety_checker=False)
+    else:
+        path = key
+        if key.startswith("package:"):
+            p = mini_path()
+            if p is None:
+                raise ModelUnavailableError("sd-mini is not bundled in this install.")
+            path = str(p)
+        try:
+            # safetensors only, no remote code: the hub's pickles never execute here.
+            pipe = cls.from_pretrained(path, dtype=dtype, use_safetensors=True)
+        except Exception as err:  # OSError, hub HTTP/offline errors, ValueError for missing files
+            raise ModelUnavailableError(
+                f"Could not load {path!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n"
+                "This machine may be offline or have no access to the Hugging Face Hub. "
+                'Use the bundled model instead: load_pipeline("mini") (or model="mini", '
+                "or set SDLEARN_MODEL=mini), which runs anywhere without a download."
+            ) from err
+    if key == "builtin:tiny" and dtype != torch.float32:
+        pipe = pipe.to(dtype=dtype)  # built in fp32; from_pretrained already used `dtype`
+    # Everything is created on the CPU; moving only when needed avoids a no-op `.to()` warning.
+    return pipe if device.type == "cpu" else pipe.to(device)
+
+
+def resolve(name_or_path: str | None) -> tuple[str, str]:
+    """(cache key / source, the task its weights are for) for a registry name or a folder.
+
+    Introduced in notebooks/00_quick_tour.ipynb.
+    """
+    name = name_or_path or default_model()
+    if name in REGISTRY:
+        src = REGISTRY[name]
+        if src.source == "package:sd-mini" and mini_path() is None:
+            return "builtin:tiny", "txt2img"  # until sd-mini ships, "mini" is an alias of "tiny"
+        return src.source, src.base_task
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if not (p / "model_index.json").exists():
+            raise ModelUnavailableError(f"{p} is not a diffusers pipeline folder (no model_index.json).")
+        return str(p.resolve()), "txt2img"
+    if "/" in name and not name.startswith((".", "/", "~")):
+        return name, "txt2img"  # another hub repo id: tried as is
+    raise ModelUnavailableError(
+        f"Unknown model {name!r}. Known names: {', '.join(REGISTRY)}; or pass a diffusers folder path.")
+
+
+def is_trained(name_or_path: str | None = None) -> bool:
+    """False only for the random-weight ``tiny`` model (and ``mini`` while it aliases ``tiny``).
+
+    Notebooks use it to skip the cells that assert picture content, which needs trained weights.
+
+    Introduced in notebooks/00_quick_tour.ipynb.
+    """
+    return resolve(name_or_path)[0] != "builtin:tiny"
+
+
+def load_pipeline(name_or_path: str | None = None, task: str = "txt2img",
+                  device: str | torch.device | None = None,
+                  dtype: torch.dtype | str | None = None) -> DiffusionPipeline:
+    """A diffusers pipeline for ``task`` on model ``name_or_path`` (default: ``default_model()``).
+
+    ``task`` is one of ``txt2img``, ``img2img``, ``inpaint``, ``depth``. The weights are loaded
+    once per (model, device, dtype); other tasks are built from the same components with
+    ``Pipeline.from_pipe`` (no reload, no extra memory).
+
+    Introduced in notebooks/00_quick_tour.ipynb.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    key, base_task = resolve(name_or_path)
+    if task == "depth" and base_task != "depth":
+        if key != "builtin:tiny":
+            raise ModelUnavailableError(
+                f"{name_or_path or default_model()!r} has no depth-conditioned UNet; use "
+                '"sd2-depth" on a GPU (or "tiny" to see the shapes).')
+        base_task = "depth"
+    base = _get_base(key, base_task, dev, dt)
+    # A fresh pipeline object over the shared modules (`.components`), keeping the safety setting.
+    # (`from_pipe` would do the same but re-casts every module and logs a spurious dtype warning.)
+    cls = TASKS[task]
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in base.components.items() if k in params}
+    if "requires_safety_checker" in params:
+        kwargs["requires_safety_checker"] = base.config.get("requires_safety_checker", True)
+    return cls(**kwargs)

@@ -1,0 +1,86 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (StableDiffusionDepth2ImgPipeline, StableDiffusionImg2ImgPipeline,
+                       StableDiffusionInpaintPipeline, StableDiffusionPipeline)
+
+from sdlearn.device import make_generator
+from sdlearn.models import REGISTRY, ModelUnavailableError, default_model, load_pipeline, resolve
+
+
+def test_registry_names_and_hub_ids():
+    assert {"mini", "tiny", "sd15", "sd15-inpaint", "sd2-depth"} <= set(REGISTRY)
+    assert REGISTRY["sd15"].source == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert REGISTRY["sd15-inpaint"].source == "stable-diffusion-v1-5/stable-diffusion-inpainting"
+    assert REGISTRY["sd2-depth"].source == "sd2-community/stable-diffusion-2-depth"
+
+
+def test_default_model_from_env(monkeypatch):
+    monkeypatch.delenv("SDLEARN_MODEL", raising=False)
+    assert default_model() == "mini"
+    monkeypatch.setenv("SDLEARN_MODEL", "tiny")
+    assert default_model() == "tiny"
+
+
+def test_tiny_has_sd15_interface(tiny_pipe):
+    tok = tiny_pipe.tokenizer
+    assert len(tok) == 49408 and tok.model_max_length == 77
+    ids = tok("a red circle", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    assert ids[0, :4].tolist() == [49406, 320, 736, 7117]  # BOS, a, red, circle (real CLIP ids)
+    emb = tiny_pipe.text_encoder(ids)[0]
+    assert emb.shape == (1, 77, 768)
+    assert tiny_pipe.vae_scale_factor == 8 and tiny_pipe.vae.config.latent_channels == 4
+    z = tiny_pipe.vae.encode(torch.zeros(1, 3, 512, 512)).latent_dist.mean
+    assert z.shape == (1, 4, 64, 64)
+    assert tiny_pipe.unet.config.cross_attention_dim == 768
+
+
+@pytest.mark.parametrize("task,cls", [("txt2img", StableDiffusionPipeline), ("img2img", StableDiffusionImg2ImgPipeline),
+                                      ("inpaint", StableDiffusionInpaintPipeline),
+                                      ("depth", StableDiffusionDepth2ImgPipeline)])
+def test_tasks_share_components(tiny_pipe, task, cls):
+    pipe = load_pipeline("tiny", task=task)
+    assert type(pipe) is cls
+    assert pipe.vae is tiny_pipe.vae and pipe.text_encoder is tiny_pipe.text_encoder
+    if task == "depth":
+        assert pipe.unet.config.in_channels == 5
+    else:
+        assert pipe.unet is tiny_pipe.unet  # no reload
+
+
+def test_tiny_generates_deterministically(tiny_pipe):
+    kw = dict(height=64, width=64, num_inference_steps=2, guidance_scale=7.5)
+    a = tiny_pipe("a red circle", generator=make_generator(0), **kw).images[0]
+    b = tiny_pipe("a red circle", generator=make_generator(0), **kw).images[0]
+    assert a.size == (64, 64) and np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bad_names_and_tasks(tmp_path):
+    with pytest.raises(ValueError, match="task must be one of"):
+        load_pipeline("tiny", task="video")
+    with pytest.raises(ModelUnavailableError, match="Unknown model"):
+        resolve("no-such-model")
+    with pytest.raises(ModelUnavailableError, match="model_index.json"):
+        resolve(str(tmp_path))
+    with pytest.raises(ModelUnavailableError, match="sd2-depth"):
+        load_pipeline("sd15", task="depth")  # fails before any download
+
+
+def test_local_folder_roundtrip(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "m", safe_serialization=True)
+    pipe = load_pipeline(str(tmp_path / "m"))
+    assert pipe.unet.config.cross_attention_dim == 768
+    assert any(p.name.endswith(".safetensors") for p in (tmp_path / "m" / "unet").iterdir())
+
+
+def test_offline_hub_error_names_mini():
+    code = ("from sdlearn.models import load_pipeline\n"
+            "try:\n    load_pipeline('sd15')\nexcept Exception as e:\n    print(type(e).__name__); print(e)\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "ModelUnavailableError" in out.stdout, out.stdout + out.stderr
+    assert 'model="mini"' in out.stdout
