@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,8 +27,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # so the script works before sdlearn is pip-installed
-from sdlearn import scoring, world  # noqa: E402
+from sdlearn import scoring, world  # noqa: E402  (installed with `make setup` / `pip install -e .`)
 
 
 class StubPipeline:
