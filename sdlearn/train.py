@@ -306,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=None, help="latents: how many world images to encode")
+    p.add_argument("--out", type=Path, default=None, help="export: folder (default: the package's sd-mini)")
     p.add_argument("--photo-frac", type=float, default=0.1, help="vae: share of photo crops in a batch")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     a = p.parse_args(argv)
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.stage == "unet":
         train_unet(a.work, **steps)
     else:
-        print(export(a.work))
+        print(export(a.work, out=a.out))
     print(json.dumps({"stage": a.stage, "seconds": round(time.time() - t0, 1)}))
 
 
