@@ -15,10 +15,19 @@ from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 BOS, EOS = 49406, 49407
-# SD 1.5's scheduler, exactly as its scheduler_config.json has it.
+# SD 1.5's scheduler, exactly as its scheduler_config.json has it. PNDM itself ignores
+# clip_sample, but the config is shared with DDIM & co. via from_config, where it must stay False.
 SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                       num_train_timesteps=1000, prediction_type="epsilon", set_alpha_to_one=False,
-                      skip_prk_steps=True, steps_offset=1)
+                      skip_prk_steps=True, steps_offset=1, clip_sample=False, trained_betas=None)
+
+
+def sd15_scheduler() -> PNDMScheduler:
+    """A fresh PNDMScheduler with SD 1.5's configuration.
+
+    Introduced in notebooks/05_schedulers.ipynb.
+    """
+    return PNDMScheduler.from_config(SD15_SCHEDULER)
 
 
 def tokenizer_dir() -> Path:
@@ -72,7 +81,7 @@ def mini_components(seed: int = 0) -> dict:
         "text_encoder": CLIPTextModel(_text_config(hidden=48, layers=2, heads=4, mlp=192)),
         "tokenizer": load_tokenizer(),
         "unet": _unet((64, 96), cross_dim=48, sample_size=8, layers=1, heads=4),
-        "scheduler": PNDMScheduler(**SD15_SCHEDULER),
+        "scheduler": sd15_scheduler(),
     }
 
 
@@ -96,7 +105,7 @@ def tiny_components(seed: int = 0) -> dict:
         "text_encoder": CLIPTextModel(_text_config(hidden=768, layers=1, heads=12, mlp=64)),
         "tokenizer": load_tokenizer(),
         "unet": tiny_unet(),
-        "scheduler": PNDMScheduler(**SD15_SCHEDULER),
+        "scheduler": sd15_scheduler(),
         "safety_checker": None,
         "feature_extractor": None,
     }

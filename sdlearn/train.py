@@ -111,18 +111,27 @@ def _lr(step: int, total: int, base: float, warmup: int = 200) -> float:
 
 
 # ----------------------------------------------------------------------------- VAE
-def train_vae(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 32, crop: int = 32,
+def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, crop: int = 32,
               lr: float = 1e-3, kl_weight: float = 1e-6, photo_frac: float = 0.1,
-              ckpt_every: int = 250, seed: int = 0) -> Path:
+              ckpt_every: int = 250, seed: int = 0, decoder_only: bool = False) -> Path:
     """Train the AutoencoderKL with L1 + MSE reconstruction and a tiny KL term (as SD's VAE).
 
     The VAE is fully convolutional (plus attention at the bottleneck), so training on 32x32
     crops teaches the same ×8 code as full images, four times cheaper per sample.
+
+    ``decoder_only=True`` is the second stage (``vae-ft``): starting from ``vae.pt``, the encoder
+    is frozen — so the latent space, and any latents already cached for the UNet, stay valid —
+    and only the decoder is fine-tuned, on full 64x64 pictures. Stability AI sharpened SD's
+    decoder the same way (the "ft-MSE" VAE).
     """
     torch.manual_seed(seed)
     vae = mini_components()["vae"]
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    ck = work / "vae.pt"
+    ck = work / ("vae_ft.pt" if decoder_only else "vae.pt")
+    if decoder_only:
+        vae.load_state_dict(torch.load(work / "vae.pt", weights_only=False)["model"])
+        vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     start, log = 0, []
     if ck.exists():
         st = torch.load(ck, weights_only=False)
@@ -130,33 +139,40 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 32, cro
         start, log = st["step"], st["log"]
     photos = photo_pool() if photo_frac > 0 else []
     vae.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="vae", mininterval=5)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=ck.stem, mininterval=5)
     for step in bar:
-        rng = np.random.default_rng([seed, step])
+        rng = np.random.default_rng([seed, step, int(decoder_only)])
         x = vae_batch(rng, step, batch, crop, photos, photo_frac)
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, lr)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
-        loss = rec_loss + kl_weight * post.kl().mean()
+        if decoder_only:
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.mean  # what the UNet learns to produce
+            rec, kl = vae.decode(z).sample, torch.zeros(())
+        else:
+            post = vae.encode(x).latent_dist
+            rec, kl = vae.decode(post.sample()).sample, post.kl().mean()
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + kl_weight * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         log.append({"step": step, "loss": loss.item(), "psnr": psnr(rec.detach(), x)})
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{np.mean([r['psnr'] for r in log[-50:]]):.1f}")
         if (step + 1) % ckpt_every == 0 or step + 1 == steps:
             _save(ck, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1, log=log)
-    plot_losses(log, "loss", work / "vae_loss.png", "VAE: L1 + MSE + KL")
+    plot_losses(log, "loss", work / f"{ck.stem}_loss.png", f"VAE{' decoder fine-tune' if decoder_only else ''}: L1 + MSE + KL")
     return ck
 
 
 # ----------------------------------------------------------------------------- latents
-def load_vae(work: Path = DEFAULT_WORK):
+def load_vae(work: Path = DEFAULT_WORK, prefer_finetuned: bool = True):
+    """The trained VAE; its decoder fine-tuned (``vae_ft.pt``) if that stage has run."""
     vae = mini_components()["vae"]
-    vae.load_state_dict(torch.load(work / "vae.pt", weights_only=False)["model"])
+    ft = work / "vae_ft.pt"
+    path = ft if prefer_finetuned and ft.exists() else work / "vae.pt"
+    vae.load_state_dict(torch.load(path, weights_only=False)["model"])
     return vae.eval().requires_grad_(False)
 
 
@@ -167,7 +183,7 @@ def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250) ->
     Also measures the latents' standard deviation: ``scaling_factor = 1 / std`` makes the
     UNet's inputs unit-variance, which is exactly how SD's 0.18215 was chosen.
     """
-    vae = load_vae(work)
+    vae = load_vae(work, prefer_finetuned=False)  # the encoder is the same in both stages
     tok = mini_components()["tokenizer"]
     lat, ids = [], []
     for start in tqdm(range(0, n, batch), desc="encode", mininterval=5):
@@ -293,7 +309,7 @@ def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = T
     if out.exists():
         shutil.rmtree(out)
     pipe.save_pretrained(out, safe_serialization=True)
-    for png in ("vae_loss.png", "unet_loss.png"):
+    for png in ("vae_loss.png", "vae_ft_loss.png", "unet_loss.png"):
         if (work / png).exists():
             shutil.copy(work / png, out / png)
     return out
@@ -302,7 +318,7 @@ def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = T
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m sdlearn.train", description=__doc__.split("\n")[0])
-    p.add_argument("stage", choices=["vae", "latents", "unet", "export"])
+    p.add_argument("stage", choices=["vae", "vae-ft", "latents", "unet", "export"])
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=None, help="latents: how many world images to encode")
@@ -316,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     steps = {"steps": a.steps} if a.steps else {}
     if a.stage == "vae":
         train_vae(a.work, photo_frac=a.photo_frac, **steps)
+    elif a.stage == "vae-ft":
+        train_vae(a.work, photo_frac=a.photo_frac, decoder_only=True, batch=16, crop=64, lr=3e-4,
+                  **({"steps": a.steps} if a.steps else {"steps": 2000}))
     elif a.stage == "latents":
         encode_world(a.work, **({"n": a.n} if a.n else {}))
     elif a.stage == "unet":
