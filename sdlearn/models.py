@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -86,6 +88,23 @@ def mini_path() -> Path | None:
 _CACHE: dict[tuple, DiffusionPipeline] = {}
 
 
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide diffusers'/transformers' per-component loading bars (noise in every notebook)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar(), tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            dlog.enable_progress_bar()
+        if was[1]:
+            tlog.enable_progress_bar()
+
+
 def _get_base(key: str, base_task: str, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:
     cache_key = (key, base_task, str(device), dtype)
     if cache_key not in _CACHE:
@@ -114,7 +133,8 @@ def _load_base(key: str, base_task: str, device: torch.device, dtype: torch.dtyp
             path = str(p)
         try:
             # safetensors only, no remote code: the hub's pickles never execute here.
-            pipe = cls.from_pretrained(path, dtype=dtype, use_safetensors=True)
+            with _quiet_loading():
+                pipe = cls.from_pretrained(path, dtype=dtype, use_safetensors=True)
         except Exception as err:  # OSError, hub HTTP/offline errors, ValueError for missing files
             raise ModelUnavailableError(
                 f"Could not load {path!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n"
