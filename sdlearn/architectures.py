@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 BOS, EOS = 49406, 49407
@@ -68,6 +68,19 @@ def _unet(channels: tuple[int, ...], cross_dim: int, sample_size: int, layers: i
         attention_head_dim=heads, norm_num_groups=min(32, channels[0] // 2))
 
 
+def mini_scheduler() -> DDIMScheduler:
+    """sd-mini's scheduler: DDIM over SD 1.5's exact noise schedule (as SD's inpainting release).
+
+    Why not SD 1.5's PNDM? Measured (benchmarks/results/adherence.json): PNDM's 4-step
+    linear-multistep extrapolation overshoots on sd-mini at guidance >= 4, because a caption
+    explains almost all of a world picture, so the guided noise prediction changes fast between
+    steps; DDIM, Euler and DPM-Solver++ don't. Notebook 05 shows it.
+
+    Introduced in notebooks/05_schedulers.ipynb.
+    """
+    return DDIMScheduler.from_config(SD15_SCHEDULER)
+
+
 def mini_components(seed: int = 0) -> dict:
     """Freshly initialised sd-mini components (the shapes the shipped weights fill).
 
@@ -81,7 +94,7 @@ def mini_components(seed: int = 0) -> dict:
         "text_encoder": CLIPTextModel(_text_config(hidden=48, layers=2, heads=4, mlp=192)),
         "tokenizer": load_tokenizer(),
         "unet": _unet((64, 96), cross_dim=48, sample_size=8, layers=1, heads=4),
-        "scheduler": sd15_scheduler(),
+        "scheduler": mini_scheduler(),
     }
 
 

@@ -309,6 +309,12 @@ def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = T
     if out.exists():
         shutil.rmtree(out)
     pipe.save_pretrained(out, safe_serialization=True)
+    # Ship the tokenizer as the same vocab.json + merges.txt (+ the CLIP licence) as the package's
+    # own copy: 1.5 MB instead of a 3.6 MB tokenizer.json, and it loads with any transformers.
+    from .architectures import tokenizer_dir
+
+    shutil.rmtree(out / "tokenizer")
+    shutil.copytree(tokenizer_dir(), out / "tokenizer")
     for png in ("vae_loss.png", "vae_ft_loss.png", "unet_loss.png"):
         if (work / png).exists():
             shutil.copy(work / png, out / png)
