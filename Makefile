@@ -37,7 +37,8 @@ test-fast: setup
 notebooks: setup
 	OMP_NUM_THREADS=1 $(PY) scripts/run_notebooks.py notebooks/*.ipynb
 
-# The full sd-mini recipe (about 2 h on 2 CPU cores); resumable: re-run to continue.
+# The full sd-mini recipe (about 2 h on 2 CPU cores: vae-ft may run beside latents+unet, since the
+# frozen encoder keeps the cached latents valid); resumable: re-run to continue.
 sd-mini: setup
 	$(PY) -m sdlearn.train vae --steps 5000 --threads 2
 	$(PY) -m sdlearn.train latents --n 50000 --threads 2

@@ -83,14 +83,17 @@ def _save(path: Path, **state) -> None:
 
 
 def plot_losses(log: list[dict], key: str, path: Path, title: str) -> None:
-    import matplotlib
+    """Save a loss curve (raw and smoothed, log scale) as a PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Draws on a bare ``matplotlib.figure.Figure``: no pyplot, so no backend switch that would turn
+    off inline plots in a notebook that trains.
+    """
+    from matplotlib.figure import Figure
 
     steps = np.array([r["step"] for r in log])
     vals = np.array([r[key] for r in log])
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    fig = Figure(figsize=(5, 3), dpi=100)
+    ax = fig.add_subplot()
     ax.plot(steps, vals, alpha=0.3, lw=0.8)
     k = max(1, len(vals) // 50)
     if len(vals) > k:
@@ -101,7 +104,6 @@ def plot_losses(log: list[dict], key: str, path: Path, title: str) -> None:
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def _lr(step: int, total: int, base: float, warmup: int = 200) -> float:
@@ -113,7 +115,8 @@ def _lr(step: int, total: int, base: float, warmup: int = 200) -> float:
 # ----------------------------------------------------------------------------- VAE
 def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, crop: int = 32,
               lr: float = 1e-3, kl_weight: float = 1e-6, photo_frac: float = 0.1,
-              ckpt_every: int = 250, seed: int = 0, decoder_only: bool = False) -> Path:
+              ckpt_every: int = 250, seed: int = 0, decoder_only: bool = False,
+              progress: bool = True) -> Path:
     """Train the AutoencoderKL with L1 + MSE reconstruction and a tiny KL term (as SD's VAE).
 
     The VAE is fully convolutional (plus attention at the bottleneck), so training on 32x32
@@ -139,7 +142,8 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
         start, log = st["step"], st["log"]
     photos = photo_pool() if photo_frac > 0 else []
     vae.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=ck.stem, mininterval=5)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=ck.stem, mininterval=5,
+               disable=not progress)
     for step in bar:
         rng = np.random.default_rng([seed, step, int(decoder_only)])
         x = vae_batch(rng, step, batch, crop, photos, photo_frac)
@@ -177,7 +181,7 @@ def load_vae(work: Path = DEFAULT_WORK, prefer_finetuned: bool = True):
 
 
 @torch.no_grad()
-def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250) -> Path:
+def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250, progress: bool = True) -> Path:
     """Encode ``n`` training-world images once (latent means) and tokenize their captions.
 
     Also measures the latents' standard deviation: ``scaling_factor = 1 / std`` makes the
@@ -186,7 +190,7 @@ def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250) ->
     vae = load_vae(work, prefer_finetuned=False)  # the encoder is the same in both stages
     tok = mini_components()["tokenizer"]
     lat, ids = [], []
-    for start in tqdm(range(0, n, batch), desc="encode", mininterval=5):
+    for start in tqdm(range(0, n, batch), desc="encode", mininterval=5, disable=not progress):
         imgs, caps = world.batch(TRAIN_SEED, start, min(batch, n - start))
         x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
         lat.append(vae.encode(x).latent_dist.mean)
@@ -234,7 +238,7 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, input_ids: torch.T
 
 def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr: float = 6e-4,
                cond_drop: float = 0.1, ema_decay: float = 0.999, ckpt_every: int = 250,
-               seed: int = 0) -> Path:
+               seed: int = 0, progress: bool = True) -> Path:
     """Train the text encoder and UNet jointly on cached latents, with caption dropout.
 
     ``cond_drop`` (10 %) replaces the caption by "" so the same network also learns the
@@ -257,7 +261,8 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
         unet.load_state_dict(st["unet"]), te.load_state_dict(st["text_encoder"]), opt.load_state_dict(st["opt"])
         ema, start, log = st["ema"], st["step"], st["log"]
     unet.train(), te.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="unet", mininterval=5)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="unet", mininterval=5,
+               disable=not progress)
     for step in bar:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
         idx = torch.randint(0, latents.shape[0], (batch,), generator=gen)
