@@ -135,3 +135,62 @@ def step_scrubber(pipe: Any, record: StepRecorder | Sequence[dict], size: int = 
     slider.observe(show, names="value")
     show()
     return box
+
+
+__all__ += ["strength_explorer"]
+
+
+def strength_explorer(pipe: Any, image: Any, prompt: str = "a red circle on the right",
+                      strength: float = 0.6, num_inference_steps: int = 25,
+                      guidance_scale: float = 7.5, seed: int = 0, size: int = 256) -> widgets.VBox:
+    """Img2img with sliders: ``strength``, steps and seed, a prompt box, the input picture next to
+    ``sdlearn.img2img.img2img``'s output, re-rendered when a control is released.
+
+    The info line says how many of the steps run and from which timestep (diffusers' rule:
+    ``int(steps * strength)`` steps run). Bad settings (strength x steps < 1) are reported there
+    instead of raising. The box has ``prompt``, ``strength``, ``steps``, ``seed``, ``input``,
+    ``image``, ``info``, ``renders`` and ``render()``.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    from .img2img import as_rgb, get_timesteps, img2img
+
+    source = as_rgb(image)
+    box_prompt = widgets.Text(value=prompt, description="prompt", continuous_update=False)
+    strength_slider = widgets.FloatSlider(value=strength, min=0.05, max=1.0, step=0.05,
+                                          description="strength", continuous_update=False)
+    steps = widgets.IntSlider(value=num_inference_steps, min=1, max=100, description="steps",
+                              continuous_update=False)
+    seed_slider = widgets.IntSlider(value=seed, min=0, max=999, description="seed",
+                                    continuous_update=False)
+    shown_input = widgets.Image(value=png_bytes(source, size), format="png")
+    image_out = widgets.Image(value=b"", format="png")
+    info = widgets.Label(value="")
+    box = widgets.VBox([box_prompt, widgets.HBox([strength_slider, steps, seed_slider]),
+                        widgets.HBox([widgets.VBox([widgets.Label(value="input"), shown_input]),
+                                      widgets.VBox([widgets.Label(value="img2img"), image_out])]),
+                        info])
+
+    def render(change: Any = None) -> None:
+        t0 = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                pic = img2img(pipe, box_prompt.value, source, strength=strength_slider.value,
+                              num_inference_steps=steps.value, guidance_scale=guidance_scale,
+                              generator=make_generator(seed_slider.value))[0]
+        except ValueError as err:
+            info.value = f"error: {err}"
+            return
+        image_out.value = png_bytes(pic, size)
+        box.renders += 1
+        n_run, n_skip = get_timesteps(steps.value, strength_slider.value)
+        t_first = float(pipe.scheduler.timesteps[n_skip * pipe.scheduler.order])
+        info.value = (f"{time.perf_counter() - t0:.2f} s; ran {n_run} of {steps.value} steps "
+                      f"from t = {t_first:.0f} (skipped {n_skip})")
+
+    box.prompt, box.strength, box.steps, box.seed = box_prompt, strength_slider, steps, seed_slider
+    box.input, box.image, box.info, box.renders, box.render = shown_input, image_out, info, 0, render
+    for control in (box_prompt, strength_slider, steps, seed_slider):
+        control.observe(render, names="value")
+    render()
+    return box

@@ -1,0 +1,198 @@
+"""Image-to-image: start the sampling loop part-way, from a noised copy of a picture.
+
+Text-to-image starts from pure noise x_T. Img2img (SDEdit, Meng et al. 2021) starts from the
+picture instead: encode it with the VAE *encoder* (the first time generation uses the encoder),
+noise its latent to an intermediate timestep with ``scheduler.add_noise``, and run only the
+remaining steps of the same loop (``sdlearn.sampling.denoise`` with ``start_step``)::
+
+    z0 = vae.encode(image).latent_dist.sample(generator) * scaling_factor   # (B, 4, H/8, W/8)
+    init_timestep = min(int(N * strength), N)       # how many of the N steps to run
+    t_start = N - init_timestep                     # how many to skip
+    x = scheduler.add_noise(z0, randn(...), timesteps[t_start])
+    x = denoise(pipe, x, ..., start_step=t_start)   # the last init_timestep steps only
+
+``strength`` in (0, 1] is the share of the schedule that is re-run: 0.2 keeps the picture and
+touches up details, 1.0 starts at the noisiest timestep (almost, but not quite, from scratch).
+
+The random numbers are drawn in the pipeline's order — first the encoder's sample, then the
+noise, then any noise the scheduler draws in ``step()`` — so ``img2img`` gives
+``StableDiffusionImg2ImgPipeline``'s pictures exactly.
+
+Introduced in notebooks/06_img2img.ipynb.
+"""
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from .images import _to_rgb
+from .latents import encode, to_vae_input
+from .sampling import Callback, check_args, decode, denoise, encode_text
+
+__all__ = ["as_rgb", "check_strength", "get_timesteps", "start_timesteps", "strength_table",
+           "encode_image", "noised_latents", "img2img"]
+
+
+def as_rgb(image: Any, name: str = "image") -> Image.Image:
+    """The picture as an RGB ``PIL.Image``, or a ``ValueError`` saying why it cannot be one.
+
+    Accepted: a ``PIL.Image`` or a uint8 numpy array, (H, W) grey or (H, W, 3|4). The rule for
+    pictures that are not RGB:
+
+    * grey (``L``, ``1``): the grey value is copied to R, G and B (nothing is lost);
+    * with transparency (``RGBA``, ``LA``, ``P``, ``PA``): composited on **white**, as
+      ``sdlearn.images.load_image`` does — a plain ``convert("RGB")`` would feed the VAE
+      whatever colour hides under transparent pixels (often black);
+    * any other mode (``CMYK``, ``I;16``, ``F``, ``YCbCr``...): refused; convert it yourself,
+      knowing what its values mean.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (
+                image.ndim == 3 and image.shape[-1] not in (3, 4)):
+            raise ValueError(f"{name} as an array must be uint8 of shape (H, W), (H, W, 3) or "
+                             f"(H, W, 4), got {image.dtype} {image.shape}")
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"{name} must be a PIL picture or a uint8 array, got {type(image).__name__}"
+                         " (for a tensor: sdlearn.plotting.to_pil(x) first)")
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("L", "1", "RGBA", "LA", "P", "PA"):
+        return _to_rgb(image)
+    raise ValueError(f"{name} has mode {image.mode!r}; expected RGB (grey L and RGBA are converted,"
+                     f" RGBA onto white). Convert it first, e.g. {name}.convert('RGB')")
+
+
+def check_strength(strength: Any, num_inference_steps: int) -> float:
+    """``strength`` must be a number in (0, 1] that leaves at least one step to run.
+
+    diffusers accepts 0 too, but ``int(num_inference_steps * strength)`` steps would be run and
+    zero steps cannot denoise anything (the pipeline then fails deep inside); so do low
+    strengths with few steps (0.05 x 10 -> 0). Raises ``ValueError``.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0 < strength <= 1:
+        raise ValueError(f"strength must be a number in (0, 1] (the share of the steps to re-run), "
+                         f"got {strength!r}")
+    if int(num_inference_steps * strength) < 1:
+        raise ValueError(f"strength {strength} x {num_inference_steps} steps rounds down to 0 steps "
+                         "to run: raise strength or num_inference_steps")
+    return float(strength)
+
+
+def get_timesteps(num_inference_steps: int, strength: float) -> tuple[int, int]:
+    """(init_timestep, t_start): how many steps run, how many are skipped — diffusers' rule::
+
+        init_timestep = min(int(num_inference_steps * strength), num_inference_steps)
+        t_start = num_inference_steps - init_timestep
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    init_timestep = min(int(num_inference_steps * strength), num_inference_steps)
+    return init_timestep, max(num_inference_steps - init_timestep, 0)
+
+
+def start_timesteps(scheduler: Any, num_inference_steps: int, strength: float) -> tuple[int, torch.Tensor]:
+    """After ``scheduler.set_timesteps(N)``: (t_start, the timesteps that will run).
+
+    As the pipelines' ``get_timesteps``, the slice starts at ``t_start * scheduler.order`` and
+    the scheduler is told where it begins (``set_begin_index``) *before* ``add_noise`` is called:
+    sigma-space schedulers (Euler...) look their sigma up by that index.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    _, t_start = get_timesteps(num_inference_steps, strength)
+    begin = t_start * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)
+    return t_start, scheduler.timesteps[begin:]
+
+
+def strength_table(scheduler: Any, num_inference_steps: int,
+                   strengths: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0)) -> list[dict]:
+    """One row per strength: ``strength``, ``init_timestep`` (steps run), ``t_start`` (steps
+    skipped), ``t_first`` (the timestep the picture is noised to) and ``run`` (a bool per entry
+    of ``scheduler.timesteps``: is it run?). Calls ``scheduler.set_timesteps``.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    scheduler.set_timesteps(num_inference_steps)
+    all_t = scheduler.timesteps
+    rows = []
+    for s in strengths:
+        init_timestep, t_start = get_timesteps(num_inference_steps, s)
+        begin = t_start * scheduler.order
+        rows.append({"strength": s, "init_timestep": init_timestep, "t_start": t_start,
+                     "t_first": float(all_t[begin]) if begin < len(all_t) else None,
+                     "run": [j >= begin for j in range(len(all_t))]})
+    return rows
+
+
+def encode_image(pipe: Any, pixels: torch.Tensor, generator: Any = None) -> torch.Tensor:
+    """Scaled latents ``z0`` of (B, 3, H, W) pixels in [-1, 1], *sampled* from the encoder's
+    Gaussian as the pipelines do (one generator for the whole batch, or one per row).
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    if isinstance(generator, list):
+        return torch.cat([encode(pipe.vae, pixels[i:i + 1], sample=True, generator=g)
+                          for i, g in enumerate(generator)])
+    return encode(pipe.vae, pixels, sample=True, generator=generator)
+
+
+def noised_latents(pipe: Any, z0: torch.Tensor, t: torch.Tensor, generator: Any = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_t, noise): ``scheduler.add_noise(z0, noise, t)`` with fresh N(0, I) noise drawn like
+    ``sdlearn.sampling.initial_latents`` (on the generator's device, then moved).
+
+    DDPM-style: x_t = sqrt(ab_t) z0 + sqrt(1 - ab_t) noise; sigma-space: z0 + sigma_t noise.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    noise = randn_tensor(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+    t = t.reshape(-1)
+    return pipe.scheduler.add_noise(z0, noise, t.repeat(z0.shape[0] // t.shape[0])), noise
+
+
+def img2img(pipe: Any, prompt: str | Sequence[str], image: Any, strength: float = 0.8,
+            num_inference_steps: int = 25, guidance_scale: float = 7.5,
+            negative_prompt: str | Sequence[str] | None = None, generator: Any = None,
+            output_type: str = "pil", callback: Callback | None = None, *, eta: float = 0.0) -> Any:
+    """Repaint ``image`` towards ``prompt``; ``StableDiffusionImg2ImgPipeline``'s result, bit for
+    bit on the CPU (same seed and scheduler, the picture passed once per prompt).
+
+    ``image``: RGB picture (see ``as_rgb``) whose sides are multiples of the VAE factor (8); it
+    is not resized — pick the model's native size. ``strength`` in (0, 1]: the share of the
+    ``num_inference_steps`` that is run. Other arguments as ``sdlearn.sampling.sample``. Every
+    argument is checked (``ValueError``) before any model runs.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    image = as_rgb(image)
+    batch, height, width = check_args(pipe, prompt, negative_prompt, image.height, image.width,
+                                      num_inference_steps, guidance_scale, generator, output_type)
+    strength = check_strength(strength, num_inference_steps)
+    device = pipe._execution_device
+    with torch.no_grad():
+        embeds = encode_text(pipe, prompt, negative_prompt, guidance_scale, device)
+        pipe.scheduler.set_timesteps(int(num_inference_steps), device=device)
+        t_start, timesteps = start_timesteps(pipe.scheduler, num_inference_steps, strength)
+        # The picture once per prompt, converted as the pipeline converts a list of pictures (its
+        # memory layout, channels-last, selects the conv kernels: .repeat() would differ by 1e-6).
+        pixels = to_vae_input(pipe.vae, [image] * batch).to(dtype=embeds.dtype)
+        z0 = encode_image(pipe, pixels, generator)  # random draw 1: the encoder's sample
+        x, _ = noised_latents(pipe, z0, timesteps[:1], generator)  # draw 2: the noise
+        x = denoise(pipe, x, embeds, guidance_scale, start_step=t_start, generator=generator,
+                    eta=eta, callback=callback)
+        images = decode(pipe, x, output_type)
+    pipe.maybe_free_model_hooks()
+    return images

@@ -1,0 +1,254 @@
+"""Inpainting by hand (sdlearn.inpainting) against StableDiffusionInpaintPipeline, both UNet kinds."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
+                       PNDMScheduler, StableDiffusionInpaintPipeline)
+from PIL import Image
+
+from sdlearn.architectures import _unet
+from sdlearn.device import make_generator
+from sdlearn.images import demo_image, demo_mask
+from sdlearn.img2img import encode_image
+from sdlearn.inpainting import (as_mask, block_mask, inpaint, mask_tensors, psnr_outside,
+                                random_inpainting_pipeline, unet_kind)
+from sdlearn.latents import count_vae_calls, to_vae_input
+from sdlearn.models import is_trained, load_pipeline
+
+SCHEDULERS = {
+    "pndm": (PNDMScheduler, {}),
+    "ddim": (DDIMScheduler, {"clip_sample": False}),
+    "euler": (EulerDiscreteScheduler, {}),  # sigma-space add_noise inside the blend
+    "euler_a": (EulerAncestralDiscreteScheduler, {}),  # the three random draws must be in order
+}
+PROMPT = "a red circle on the right"
+
+
+@pytest.fixture
+def pipe4(tiny_pipe):
+    p = load_pipeline("tiny", task="inpaint")  # shares tiny_pipe's modules, not its scheduler slot
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+@pytest.fixture(scope="module")
+def pipe9():
+    return random_inpainting_pipeline()
+
+
+@pytest.fixture(scope="module")
+def world():
+    return demo_image("world"), demo_mask("world")
+
+
+def _both(pipe, world, prompt=PROMPT, seed=0, **kw):
+    image, mask = world
+    kw = {"num_inference_steps": 6, "output_type": "np", **kw}
+    if isinstance(prompt, list):
+        gen = lambda: [make_generator(seed + i) for i in range(len(prompt))]  # noqa: E731
+        theirs = pipe(prompt, image=[image] * len(prompt), mask_image=[mask] * len(prompt),
+                      generator=gen(), **kw).images
+    else:
+        gen = lambda: make_generator(seed)  # noqa: E731
+        theirs = pipe(prompt, image=image, mask_image=mask, generator=gen(), **kw).images
+    return inpaint(pipe, prompt, image, mask, generator=gen(), **kw), theirs
+
+
+@pytest.mark.parametrize("which", ["pipe4", "pipe9"])
+@pytest.mark.parametrize("name", SCHEDULERS)
+@pytest.mark.parametrize("strength", [0.5, 1.0])
+def test_parity_with_pipeline(request, world, which, name, strength):
+    pipe = request.getfixturevalue(which)
+    original = pipe.scheduler
+    cls, kw = SCHEDULERS[name]
+    pipe.scheduler = cls.from_config(original.config, **kw)
+    try:
+        ours, theirs = _both(pipe, world, strength=strength)
+    finally:
+        pipe.scheduler = original
+    assert ours.shape == theirs.shape == (1, 64, 64, 3)
+    assert np.abs(ours - theirs).max() <= 1e-5
+
+
+@pytest.mark.parametrize("which", ["pipe4", "pipe9"])
+def test_parity_batch_and_no_guidance(request, world, which):
+    pipe = request.getfixturevalue(which)
+    ours, theirs = _both(pipe, world, prompt=["a red circle", "a green star"])
+    assert ours.shape[0] == 2 and np.abs(ours - theirs).max() <= 1e-5
+    ours, theirs = _both(pipe, world, guidance_scale=1.0)
+    assert np.abs(ours - theirs).max() <= 1e-5
+    other, _ = _both(pipe, world, seed=1)
+    assert np.abs(ours - other).max() > 1e-3  # not vacuous
+
+
+def test_unet_kind(pipe4, pipe9):
+    assert unet_kind(pipe4) == "blend" and unet_kind(pipe9) == "9-channel"
+    fake = SimpleNamespace(vae=pipe4.vae, unet=SimpleNamespace(config=SimpleNamespace(in_channels=5)))
+    with pytest.raises(ValueError, match="5 input channels"):
+        unet_kind(fake)
+
+
+def test_blend_keeps_the_known_latents_exactly(pipe4, world):
+    """After the last step the known region is the picture's own (clean) latent, bit for bit."""
+    image, mask = world
+    out = inpaint(pipe4, PROMPT, image, mask, num_inference_steps=5, generator=make_generator(0),
+                  output_type="latent")
+    z0 = encode_image(pipe4, to_vae_input(pipe4.vae, [image]), make_generator(0))  # draw 1
+    _, m = mask_tensors(mask, 1, tuple(out.shape[-2:]))
+    keep = (m == 0).expand_as(out)
+    assert keep.any() and (~keep).any()
+    assert torch.equal(out[keep], z0[keep])
+    assert not torch.allclose(out[~keep], z0[~keep])  # ...and the hole was repainted
+
+
+def test_nine_channel_unet_input(pipe9, world):
+    image, mask = world
+    seen = []
+    hook = pipe9.unet.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    try:
+        with count_vae_calls(pipe9.vae) as calls:
+            inpaint(pipe9, PROMPT, image, mask, num_inference_steps=2)
+    finally:
+        hook.remove()
+    assert calls == {"encoder": 1, "decoder": 1}  # strength 1: only the masked picture is encoded
+    x = seen[0]
+    assert x.shape == (2, 9, 8, 8)  # [uncond; cond] x (4 latents + 1 mask + 4 masked latents)
+    _, m = mask_tensors(mask, 2, (8, 8))
+    assert torch.equal(x[:, 4:5], m)
+    assert torch.equal(x[0, 5:], x[1, 5:]) and not torch.equal(x[0, :4], x[0, 5:])
+
+
+def test_blend_encodes_picture_and_masked_picture(pipe4, world):
+    with count_vae_calls(pipe4.vae) as calls:
+        inpaint(pipe4, PROMPT, *world, num_inference_steps=2)
+    assert calls == {"encoder": 2, "decoder": 1}  # as the pipeline: the masked one only for RNG order
+
+
+def test_random_pipeline_is_fixed_and_leaves_global_rng(pipe9):
+    state = torch.random.get_rng_state()
+    other = random_inpainting_pipeline()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert other.unet.config.in_channels == 9
+    assert all(torch.equal(a, b) for a, b in zip(other.unet.parameters(), pipe9.unet.parameters()))
+
+
+def test_mask_tensors_binarise_and_shrink():
+    arr = np.zeros((16, 16), np.uint8)
+    arr[:8, :8] = 128  # >= 0.5: repaint
+    arr[8:, 8:] = 127  # < 0.5: keep
+    arr[1:8, 8:] = 255  # top-left pixel (0, 8) of the top-right block is 0: that cell is kept
+    pix, lat = mask_tensors(Image.fromarray(arr), 2, (2, 2))
+    assert pix.shape == (2, 1, 16, 16) and set(pix.unique().tolist()) == {0.0, 1.0}
+    assert lat.shape == (2, 1, 2, 2) and lat[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def test_block_mask_covers_every_touched_cell(world):
+    arr = np.zeros((16, 16), np.uint8)
+    arr[7, 9] = 200  # one pixel in the top-right block (not its top-left pixel)
+    grown = np.asarray(block_mask(Image.fromarray(arr), 8))
+    assert grown[:8, 8:].min() == 255 and grown[8:].max() == 0 and grown[:8, :8].max() == 0
+    _, lat = mask_tensors(Image.fromarray(arr), 1, (2, 2))
+    assert lat.sum() == 0  # the nearest shrink misses that pixel entirely...
+    _, lat = mask_tensors(block_mask(Image.fromarray(arr), 8), 1, (2, 2))
+    assert lat[0, 0].tolist() == [[0.0, 1.0], [0.0, 0.0]]  # ...the block mask does not
+    _, mask = world
+    _, coarse = mask_tensors(mask, 1, (8, 8))
+    _, grown = mask_tensors(block_mask(mask, 8), 1, (8, 8))
+    assert (grown >= coarse).all() and grown.sum() > coarse.sum()
+    with pytest.raises(ValueError, match="multiples of factor=8"):
+        block_mask(Image.new("L", (12, 16)), 8)
+
+
+def test_as_mask_rules():
+    grey = Image.new("L", (8, 8), 200)
+    assert as_mask(grey) is grey
+    rgb = as_mask(Image.new("RGB", (8, 8), (255, 255, 255)))
+    assert rgb.mode == "L" and rgb.getpixel((0, 0)) == 255
+    assert as_mask(Image.new("1", (8, 8), 1)).getpixel((0, 0)) == 255
+    assert as_mask(np.ones((8, 8), bool)).getpixel((0, 0)) == 255
+    assert as_mask(np.full((8, 8), 0.5)).getpixel((0, 0)) == 128
+    assert as_mask(np.zeros((8, 8, 1), np.uint8)).size == (8, 8)
+    for bad, match in [
+        (Image.new("RGB", (8, 8), (255, 0, 0)), "colour channels differ"),
+        (Image.new("RGBA", (8, 8), (255, 255, 255, 0)), "transparent"),
+        (np.zeros((8, 8, 3), np.uint8), "single-channel"),
+        (np.full((8, 8), 2.0), r"\[0, 1\]"), (np.zeros((8, 8), np.int64), "uint8, bool or float"),
+        (Image.new("F", (8, 8)), "mode 'F'"), (torch.zeros(8, 8), "PIL picture or an array"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            as_mask(bad)
+    with pytest.raises(ValueError, match="mask is 8x8 px but the picture is 16x8"):
+        as_mask(grey, (16, 8))
+
+
+def test_grey_rgb_mask_runs_like_l(pipe4, world):
+    image, mask = world
+    kw = dict(num_inference_steps=3, output_type="np")
+    a = inpaint(pipe4, PROMPT, image, mask.convert("RGB"), generator=make_generator(0), **kw)
+    b = inpaint(pipe4, PROMPT, image, mask, generator=make_generator(0), **kw)
+    assert np.array_equal(a, b)
+
+
+def test_psnr_outside():
+    a = np.zeros((16, 16, 3), np.uint8)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 255
+    b = a.copy()
+    b[4:8, 4:8] = 255  # changed only inside the mask
+    assert psnr_outside(a, b, mask) == math.inf
+    b[8, 8] = 255  # one pixel just outside: counted, unless the margin leaves it out
+    assert 20 < psnr_outside(a, b, mask) < 30
+    assert psnr_outside(a, b, mask, margin=1) == math.inf
+    with pytest.raises(ValueError, match="no pixel outside"):
+        psnr_outside(a, b, np.full((16, 16), 255, np.uint8))
+    with pytest.raises(ValueError, match="must match"):
+        psnr_outside(a, b, mask[:8])
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"mask": Image.new("L", (32, 32))}, "mask is 32x32 px but the picture is 64x64"),
+    ({"mask": Image.new("RGB", (64, 64), (255, 0, 0))}, "not single-channel"),
+    ({"mask": np.zeros((64, 64, 3), np.uint8)}, "single-channel"),
+    ({"strength": 0}, "strength"), ({"strength": 2.0}, "strength"), ({"strength": -1}, "strength"),
+    ({"image": Image.new("CMYK", (64, 64))}, "mode 'CMYK'"),
+    ({"image": Image.new("RGB", (60, 60)), "mask": Image.new("L", (60, 60))}, "multiple of 8"),
+    ({"guidance_scale": -1.0}, "guidance_scale"),
+])
+@pytest.mark.parametrize("which", ["pipe4", "pipe9"])
+def test_bad_input_fails_before_compute(request, world, which, kw, match):
+    pipe = request.getfixturevalue(which)
+    calls = []
+    hooks = [m.register_forward_pre_hook(lambda *a: calls.append(1))
+             for m in (pipe.unet, pipe.text_encoder, pipe.vae.encoder, pipe.vae.decoder)]
+    try:
+        with pytest.raises(ValueError, match=match):
+            inpaint(pipe, **{"prompt": PROMPT, "image": world[0], "mask": world[1],
+                             "num_inference_steps": 4, **kw})
+    finally:
+        for h in hooks:
+            h.remove()
+    assert not calls
+
+
+@pytest.mark.skipif(not is_trained("mini"), reason="needs the trained sd-mini")
+@pytest.mark.parametrize("channels", [4, 9])
+def test_parity_on_sd_mini(world, channels):
+    """Exactly equal on sd-mini's real weights, where the memory layout of the pasted latents
+    changes the UNet's kernels (tiny's do not notice; a slip shows as ~1e-6, under 1e-5).
+    9 channels: a random UNet of mini's shape."""
+    pipe = load_pipeline("mini", task="inpaint")
+    if channels == 9:
+        c = pipe.unet.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            unet = _unet(tuple(c.block_out_channels), c.cross_attention_dim, c.sample_size,
+                         c.layers_per_block, c.attention_head_dim, in_channels=9)
+        pipe = StableDiffusionInpaintPipeline(**{**pipe.components, "unet": unet},
+                                              requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    for kw in ({"strength": 1.0}, {"strength": 0.6, "guidance_scale": 1.0}):
+        ours, theirs = _both(pipe, world, **kw)
+        assert np.array_equal(ours, theirs), (kw, np.abs(ours - theirs).max())
