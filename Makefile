@@ -29,6 +29,8 @@ lab: setup
 # Unit tests and every notebook under nbval (outputs not compared except `# NBVAL_CHECK_OUTPUT` cells).
 test: setup
 	$(PYTEST) tests/ --nbval-lax --nbval-current-env notebooks/
+	@echo "model-agnostic guard: the core notebooks again on random weights with SD 1.5's sizes"
+	SDLEARN_MODEL=tiny $(PYTEST) --nbval-lax --nbval-current-env notebooks/0[1-5]_*.ipynb
 
 test-fast: setup
 	$(PYTEST) tests/
