@@ -23,8 +23,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
+# Containers often run as root, which JupyterLab refuses unless told.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/
 
 # Unit tests and every notebook under nbval (outputs not compared except `# NBVAL_CHECK_OUTPUT` cells).
 test: setup
