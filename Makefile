@@ -50,7 +50,8 @@ sd-mini: setup
 	$(PY) -m sdlearn.train export
 
 bench: setup
-	$(PY) benchmarks/adherence.py --model mini
+	$(PY) benchmarks/adherence.py --model mini --n 200 --guidance 1 2 4 7.5 10 15 --steps 25 \
+		--step-sweep 5 10 25 50 --out benchmarks/results/adherence.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

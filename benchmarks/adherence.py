@@ -26,7 +26,6 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
 from sdlearn import scoring, world  # noqa: E402  (installed with `make setup` / `pip install -e .`)
 
 
@@ -171,8 +170,6 @@ def main(argv: list[str] | None = None) -> dict:
                               f"{args.steps} steps, {args.n} held-out prompts"))
         print("\n" + markdown(result["step_sweep"],
                               f"{args.model}: step sweep at guidance {args.step_guidance:g}"))
-        if args.out is None and args.model != "stub":  # a real sweep is too slow to lose
-            args.out = ROOT / "benchmarks" / "results" / "adherence.json"
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -43,6 +43,24 @@ def png_bytes(image: Any, size: int = 256) -> bytes:
     return buf.getvalue()
 
 
+def _text(value: str, description: str) -> widgets.Text:
+    # continuous_update=False: render once on release/enter, not on every keystroke or pixel.
+    return widgets.Text(value=value, description=description, continuous_update=False)
+
+
+def _steps_and_seed(num_inference_steps: int, seed: int) -> tuple[widgets.IntSlider, widgets.IntSlider]:
+    steps = widgets.IntSlider(value=num_inference_steps, min=1, max=100, description="steps",
+                              continuous_update=False)
+    return steps, widgets.IntSlider(value=seed, min=0, max=999, description="seed", continuous_update=False)
+
+
+def _wire(render: Any, controls: Sequence[Any]) -> None:
+    """Re-render whenever a control's value changes, and draw the first picture now."""
+    for control in controls:
+        control.observe(render, names="value")
+    render()
+
+
 def guidance_explorer(pipe: Any, prompt: str = "a red circle on a blue background",
                       negative_prompt: str = "", guidance_scale: float = 7.5,
                       num_inference_steps: int = 25, seed: int = 0, size: int = 256) -> widgets.VBox:
@@ -55,15 +73,10 @@ def guidance_explorer(pipe: Any, prompt: str = "a red circle on a blue backgroun
 
     Introduced in notebooks/04_diy_sampling_loop.ipynb.
     """
-    # continuous_update=False: render once on release, not for every pixel the slider moves.
-    box_prompt = widgets.Text(value=prompt, description="prompt", continuous_update=False)
-    box_neg = widgets.Text(value=negative_prompt, description="negative", continuous_update=False)
+    box_prompt, box_neg = _text(prompt, "prompt"), _text(negative_prompt, "negative")
     guidance = widgets.FloatSlider(value=guidance_scale, min=0.0, max=20.0, step=0.5,
                                    description="guidance", continuous_update=False)
-    steps = widgets.IntSlider(value=num_inference_steps, min=1, max=100, description="steps",
-                              continuous_update=False)
-    seed_slider = widgets.IntSlider(value=seed, min=0, max=999, description="seed",
-                                    continuous_update=False)
+    steps, seed_slider = _steps_and_seed(num_inference_steps, seed)
     image = widgets.Image(value=b"", format="png")
     info = widgets.Label(value="")
     box = widgets.VBox([widgets.HBox([box_prompt, box_neg]),
@@ -87,9 +100,7 @@ def guidance_explorer(pipe: Any, prompt: str = "a red circle on a blue backgroun
     box.prompt, box.negative_prompt, box.guidance, box.steps, box.seed = (
         box_prompt, box_neg, guidance, steps, seed_slider)
     box.image, box.info, box.renders, box.render = image, info, 0, render
-    for control in (box_prompt, box_neg, guidance, steps, seed_slider):
-        control.observe(render, names="value")
-    render()
+    _wire(render, (box_prompt, box_neg, guidance, steps, seed_slider))
     return box
 
 
@@ -156,13 +167,10 @@ def strength_explorer(pipe: Any, image: Any, prompt: str = "a red circle on the 
     from .img2img import as_rgb, get_timesteps, img2img
 
     source = as_rgb(image)
-    box_prompt = widgets.Text(value=prompt, description="prompt", continuous_update=False)
+    box_prompt = _text(prompt, "prompt")
     strength_slider = widgets.FloatSlider(value=strength, min=0.05, max=1.0, step=0.05,
                                           description="strength", continuous_update=False)
-    steps = widgets.IntSlider(value=num_inference_steps, min=1, max=100, description="steps",
-                              continuous_update=False)
-    seed_slider = widgets.IntSlider(value=seed, min=0, max=999, description="seed",
-                                    continuous_update=False)
+    steps, seed_slider = _steps_and_seed(num_inference_steps, seed)
     shown_input = widgets.Image(value=png_bytes(source, size), format="png")
     image_out = widgets.Image(value=b"", format="png")
     info = widgets.Label(value="")
@@ -190,7 +198,5 @@ def strength_explorer(pipe: Any, image: Any, prompt: str = "a red circle on the 
 
     box.prompt, box.strength, box.steps, box.seed = box_prompt, strength_slider, steps, seed_slider
     box.input, box.image, box.info, box.renders, box.render = shown_input, image_out, info, 0, render
-    for control in (box_prompt, strength_slider, steps, seed_slider):
-        control.observe(render, names="value")
-    render()
+    _wire(render, (box_prompt, strength_slider, steps, seed_slider))
     return box
