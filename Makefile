@@ -11,7 +11,7 @@ JOBS   ?= 2
 # pool oversubscribes the cores and its spin-waits make small models 10x slower.
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile
 
-.PHONY: setup lab test test-fast notebooks sd-mini bench clean
+.PHONY: setup lab test test-fast test-browser notebooks sd-mini sd-mini-variants bench clean
 
 setup: $(VENV)/.installed
 
@@ -35,7 +35,12 @@ test: setup
 	SDLEARN_MODEL=tiny $(PYTEST) --nbval-lax --nbval-current-env notebooks/0[1-5]_*.ipynb
 
 test-fast: setup
-	$(PYTEST) tests/
+	$(PYTEST) tests/ -m "not browser"
+
+# The dashboard in a real browser alone (also part of `make test`); needs Debian's chromium:
+#   sudo apt-get install chromium
+test-browser: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -s -m browser tests/
 
 # Re-execute every notebook top to bottom on the default model and CPU, then normalise it.
 notebooks: setup
@@ -49,9 +54,19 @@ sd-mini: setup
 	$(PY) -m sdlearn.train unet --steps 5000 --threads 2
 	$(PY) -m sdlearn.train export
 
+# sd-mini's depth (5-channel) and inpainting (9-channel) UNets, fine-tuned from the shipped
+# weights' checkpoints in data/train-work (about 30 min each on one CPU core; resumable).
+sd-mini-variants: setup
+	for v in depth inpaint; do \
+		$(PY) -m sdlearn.finetune prepare $$v --threads 1 && \
+		$(PY) -m sdlearn.finetune train $$v --steps 3000 --threads 1 && \
+		$(PY) -m sdlearn.finetune export $$v || exit 1; \
+	done
+
 bench: setup
 	$(PY) benchmarks/adherence.py --model mini --n 200 --guidance 1 2 4 7.5 10 15 --steps 25 \
 		--step-sweep 5 10 25 50 --out benchmarks/results/adherence.json
+	OMP_NUM_THREADS=1 $(PY) benchmarks/explorer_latency.py --model mini --threads 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info

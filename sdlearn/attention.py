@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["CrossAttentionStore", "CrossAttentionRecorder", "cross_attention_names",
-           "capture_cross_attention", "token_maps", "show_token_maps"]
+           "capture_cross_attention", "token_maps", "show_token_maps", "overlay"]
 
 Size = int | tuple[int, int]
 
@@ -252,3 +252,25 @@ def show_token_maps(image: Any, maps: dict[str, np.ndarray], tokens: Sequence[st
         ax.set_xticks([])
         ax.set_yticks([])
     return axes
+
+
+def overlay(image: Any, amap: np.ndarray, alpha: float = 0.6) -> Any:
+    """One token's map laid over the picture as a ``PIL.Image`` (no matplotlib figure: fast
+    enough for a widget): the map upsampled bilinearly, stretched to its own range and coloured
+    with the ``jet`` colour map (min blue, max red) over the picture in grey.
+
+    Introduced in notebooks/10_explorer.ipynb.
+    """
+    from matplotlib import colormaps
+    from PIL import Image
+
+    from .plotting import to_pil
+
+    img = to_pil(image)
+    m = torch.from_numpy(np.asarray(amap, np.float32))[None, None]
+    up = F.interpolate(m, size=(img.height, img.width), mode="bilinear", align_corners=False)[0, 0].numpy()
+    lo, hi = float(up.min()), float(up.max())
+    heat = colormaps["jet"]((up - lo) / max(hi - lo, 1e-12))[..., :3]  # (H, W, 3) in [0, 1]
+    grey = np.asarray(img.convert("L"), np.float32)[..., None] / 255.0
+    mixed = (1 - alpha) * grey + alpha * heat
+    return Image.fromarray((mixed * 255).round().astype(np.uint8))

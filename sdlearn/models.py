@@ -5,6 +5,8 @@ name             source                                                 what it 
 ===============  =====================================================  ==========================
 ``mini``         ``sdlearn/data/sd-mini`` (package data)                sd-mini, trained here; the
                                                                         default, runs offline
+``mini-inpaint`` ``sdlearn/data/sd-mini-inpaint`` (UNet only)           sd-mini's 9-channel UNet
+``mini-depth``   ``sdlearn/data/sd-mini-depth`` (UNet only)             sd-mini's 5-channel UNet
 ``tiny``         built from configs in ~1 s, random weights             SD 1.5's interface sizes
 ``sd15``         ``stable-diffusion-v1-5/stable-diffusion-v1-5``        the real SD 1.5 (hub)
 ``sd15-inpaint`` ``stable-diffusion-v1-5/stable-diffusion-inpainting``  9-channel inpainting UNet
@@ -56,6 +58,10 @@ REGISTRY: dict[str, ModelSource] = {
     m.name: m
     for m in [
         ModelSource("mini", "package:sd-mini", "sd-mini: a tiny SD trained by this project, offline"),
+        ModelSource("mini-inpaint", "package:sd-mini-inpaint",
+                    "sd-mini with a 9-channel inpainting UNet (fine-tuned here)", base_task="inpaint"),
+        ModelSource("mini-depth", "package:sd-mini-depth",
+                    "sd-mini with a 5-channel depth-conditioned UNet (fine-tuned here)", base_task="depth"),
         ModelSource("tiny", "builtin:tiny", "random weights with SD 1.5's interface sizes"),
         ModelSource("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "Stable Diffusion 1.5"),
         ModelSource("sd15-inpaint", "stable-diffusion-v1-5/stable-diffusion-inpainting",
@@ -78,10 +84,11 @@ def default_model() -> str:
     return os.environ.get("SDLEARN_MODEL", "").strip() or "mini"
 
 
-def mini_path() -> Path | None:
-    """The bundled sd-mini folder, or None while it is not shipped yet."""
-    p = Path(str(resources.files("sdlearn") / "data" / "sd-mini"))
-    return p if (p / "model_index.json").exists() else None
+def mini_path(variant: str = "") -> Path | None:
+    """The bundled sd-mini folder (``variant="depth"``/``"inpaint"``: the fine-tuned UNet's
+    folder), or None while it is not shipped."""
+    p = Path(str(resources.files("sdlearn") / "data" / ("sd-mini" + (f"-{variant}" if variant else ""))))
+    return p if (p / ("unet/config.json" if variant else "model_index.json")).exists() else None
 
 
 # Loaded base pipelines, so that switching task reuses the weights instead of reloading them.
@@ -124,6 +131,20 @@ def _load_base(key: str, base_task: str, device: torch.device, dtype: torch.dtyp
                        depth_estimator=None, feature_extractor=None)
         else:
             pipe = cls(**tiny_components(), requires_safety_checker=False)
+    elif key.startswith("package:sd-mini-"):  # sd-mini's own parts + a fine-tuned, wider UNet
+        from diffusers import UNet2DConditionModel
+
+        variant = key.removeprefix("package:sd-mini-")
+        folder = mini_path(variant)
+        if folder is None:
+            raise ModelUnavailableError(f"sd-mini's {variant} UNet is not bundled in this install.")
+        txt = _get_base("package:sd-mini", "txt2img", device, dtype)
+        comps = {k: txt.components[k] for k in ("vae", "text_encoder", "tokenizer", "scheduler")}
+        with _quiet_loading():  # shipped in fp16 (half the bytes), loaded as `dtype`
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet", dtype=dtype, use_safetensors=True)
+        extra = (dict(depth_estimator=None, feature_extractor=None) if base_task == "depth" else
+                 dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False))
+        pipe = cls(**comps, unet=unet, **extra)
     else:
         path = key
         if key.startswith("package:"):
@@ -180,34 +201,50 @@ def is_trained(name_or_path: str | None = None) -> bool:
     return resolve(name_or_path)[0] != "builtin:tiny"
 
 
-def load_pipeline(name_or_path: str | None = None, task: str = "txt2img",
+def load_pipeline(name_or_path: str | None = None, task: str | None = None,
                   device: str | torch.device | None = None,
                   dtype: torch.dtype | str | None = None) -> DiffusionPipeline:
     """A diffusers pipeline for ``task`` on model ``name_or_path`` (default: ``default_model()``).
 
-    ``task`` is one of ``txt2img``, ``img2img``, ``inpaint``, ``depth``. The weights are loaded
-    once per (model, device, dtype); other tasks are built from the same components with
-    ``Pipeline.from_pipe`` (no reload, no extra memory).
+    ``task`` is one of ``txt2img``, ``img2img``, ``inpaint``, ``depth``; by default the model's
+    own (``txt2img``, or ``inpaint``/``depth`` for the 9- and 5-channel models, which serve only
+    that task). The weights are loaded once per (model, device, dtype); other tasks are built
+    from the same components (no reload, no extra memory).
 
     Introduced in notebooks/00_quick_tour.ipynb.
     """
-    if task not in TASKS:
+    if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
+    key, base_task = resolve(name_or_path)
+    task = task or base_task
+    if base_task != "txt2img" and task != base_task:
+        raise ValueError(f"{name_or_path!r} has a {base_task} UNet ({'9' if base_task == 'inpaint' else '5'} "
+                         f"input channels): it serves task={base_task!r} only, not {task!r}")
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    key, base_task = resolve(name_or_path)
     if task == "depth" and base_task != "depth":
         if key != "builtin:tiny":
             raise ModelUnavailableError(
                 f"{name_or_path or default_model()!r} has no depth-conditioned UNet; use "
-                '"sd2-depth" on a GPU (or "tiny" to see the shapes).')
+                '"mini-depth" (offline) or "sd2-depth" (hub, GPU), or "tiny" to see the shapes.')
         base_task = "depth"
-    base = _get_base(key, base_task, dev, dt)
-    # A fresh pipeline object over the shared modules (`.components`), keeping the safety setting.
+    return with_components(_get_base(key, base_task, dev, dt), task)
+
+
+def with_components(pipe: DiffusionPipeline, task: str | None = None, **overrides: object) -> DiffusionPipeline:
+    """A new pipeline object for ``task`` (default: ``pipe``'s own class) over ``pipe``'s modules,
+    with some replaced: ``with_components(pipe, scheduler=s)`` samples with ``s`` and leaves
+    ``pipe`` untouched. Nothing is copied or reloaded.
+
+    Introduced in notebooks/10_explorer.ipynb.
+    """
     # (`from_pipe` would do the same but re-casts every module and logs a spurious dtype warning.)
-    cls = TASKS[task]
+    cls = type(pipe) if task is None else TASKS[task]
     params = inspect.signature(cls.__init__).parameters
-    kwargs = {k: v for k, v in base.components.items() if k in params}
+    kwargs = {k: v for k, v in {**pipe.components, **overrides}.items() if k in params}
+    for optional in ("safety_checker", "feature_extractor", "depth_estimator"):
+        if optional in params and optional not in kwargs:
+            kwargs[optional] = None  # e.g. a depth pipeline has no safety checker to pass on
     if "requires_safety_checker" in params:
-        kwargs["requires_safety_checker"] = base.config.get("requires_safety_checker", True)
+        kwargs["requires_safety_checker"] = pipe.config.get("requires_safety_checker", True)
     return cls(**kwargs)

@@ -216,18 +216,21 @@ def noise_scheduler():
 
 
 def diffusion_loss(unet, text_encoder, latents: torch.Tensor, input_ids: torch.Tensor, sched,
-                   gen: torch.Generator, snr_gamma: float | None = 5.0) -> torch.Tensor:
+                   gen: torch.Generator, snr_gamma: float | None = 5.0,
+                   extra: torch.Tensor | None = None) -> torch.Tensor:
     """SD's training objective: predict the noise added at a random timestep.
 
     With ``snr_gamma`` each timestep's loss is weighted by min(SNR, γ)/SNR ("Min-SNR", Hang et
     al. 2023): low-noise steps, easy and numerous, stop dominating, and training converges
-    several times faster. ``snr_gamma=None`` gives SD's plain MSE.
+    several times faster. ``snr_gamma=None`` gives SD's plain MSE. ``extra`` channels (a depth
+    map, a mask + masked-picture latents) are concatenated to the noisy latents, never noised.
     """
     noise = torch.randn(latents.shape, generator=gen)
     t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=gen)
     noisy = sched.add_noise(latents, noise, t)  # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps
     cond = text_encoder(input_ids)[0]  # (B, 77, hidden)
-    pred = unet(noisy, t, encoder_hidden_states=cond).sample
+    inp = noisy if extra is None else torch.cat([noisy, extra], dim=1)
+    pred = unet(inp, t, encoder_hidden_states=cond).sample
     per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
     if snr_gamma is not None:
         abar = sched.alphas_cumprod[t]

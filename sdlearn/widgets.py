@@ -200,3 +200,142 @@ def strength_explorer(pipe: Any, image: Any, prompt: str = "a red circle on the 
     box.input, box.image, box.info, box.renders, box.render = shown_input, image_out, info, 0, render
     _wire(render, (box_prompt, strength_slider, steps, seed_slider))
     return box
+
+
+__all__ += ["explorer"]
+
+
+def _add_class(widget: Any, name: str) -> Any:
+    widget.add_class(name)  # stable CSS hooks for the browser test (ipywidgets 7 and 8)
+    return widget
+
+
+def explorer(pipe: Any, settings: Any = None, init_image: Any = None, size: int = 256) -> widgets.VBox:
+    """The playground: every sampling setting as a control, and side by side the picture, the
+    step scrubber (x_t and predicted x0 of any step) and the attention map of a chosen token.
+
+    Controls (attributes of the returned box): ``prompt``, ``negative_prompt``, ``guidance``,
+    ``steps``, ``seed``, ``scheduler``, ``size``, ``mode`` (txt2img / img2img), ``strength``
+    (img2img only), ``auto`` (re-render on every change; else only on ``generate``), the
+    ``generate`` button (disabled while a picture is being made), ``status`` (time, or the error
+    of a bad setting — nothing is computed then). Outputs: ``image``, ``step``, ``x_t``, ``x0``,
+    ``token``, ``attention``; counters ``renders``, ``callbacks`` (callback dicts of the last run)
+    and ``decodes``; ``result`` is the last ``sdlearn.explorer.Result``.
+
+    Introduced in notebooks/10_explorer.ipynb.
+    """
+    from .attention import overlay
+    from .explorer import MODES, Explorer, Settings, size_options
+
+    ex = Explorer(pipe, init_image)
+    s = settings or Settings(scheduler=ex.own_scheduler())
+    cu = dict(continuous_update=False)
+    prompt, negative = _text(s.prompt, "prompt"), _text(s.negative_prompt, "negative")
+    guidance = widgets.FloatSlider(value=s.guidance_scale, min=0.0, max=20.0, step=0.5,
+                                   description="guidance", **cu)
+    steps, seed = _steps_and_seed(s.num_inference_steps, s.seed)
+    scheduler = widgets.Dropdown(options=ex.scheduler_names(), value=s.scheduler, description="scheduler")
+    sizes = size_options(ex.pipe)
+    size_dd = widgets.Dropdown(options=sizes, value=s.size or ex.native, description="size")
+    mode = widgets.Dropdown(options=list(MODES), value=s.mode, description="mode")
+    strength = widgets.FloatSlider(value=s.strength, min=0.05, max=1.0, step=0.05,
+                                   description="strength", disabled=s.mode != "img2img", **cu)
+    auto = widgets.Checkbox(value=True, description="render on change")
+    generate = widgets.Button(description="Generate", button_style="primary")
+    status = widgets.Label(value="")
+    small = size * 2 // 3
+
+    def picture_box(px: int) -> widgets.Image:  # a fixed size: ipywidgets 8 would stretch it
+        return widgets.Image(value=b"", format="png", layout=widgets.Layout(width=f"{px}px", height=f"{px}px"))
+
+    image, x_t, x0, attention = picture_box(size), picture_box(small), picture_box(small), picture_box(small)
+    step = widgets.IntSlider(value=0, min=0, max=1, description="step", **cu)
+    token = widgets.Dropdown(options=[], description="token", layout=widgets.Layout(width=f"{small}px"))
+    for w, name in ((guidance, "guidance"), (auto, "auto"), (generate, "generate"), (status, "status"),
+                    (image, "picture"), (step, "step"), (attention, "attention")):
+        _add_class(w, f"sdlearn-{name}")
+
+    def column(title: str, *children: Any) -> widgets.VBox:
+        return widgets.VBox([widgets.Label(value=title), *children])
+
+    box = widgets.VBox([
+        widgets.HBox([prompt, negative]), widgets.HBox([guidance, steps, seed]),
+        widgets.HBox([scheduler, size_dd, mode, strength]), widgets.HBox([generate, auto, status]),
+        widgets.HBox([column("picture", image),
+                      column("steps: x_t | predicted x0", step, widgets.HBox([x_t, x0])),
+                      column("cross-attention of a token", token, attention)]),
+    ])
+    box.renders, box.callbacks, box.decodes, box.result = 0, 0, 0, None
+    state = {"busy": False, "quiet": False, "cache": {}}
+
+    def show_step(change: Any = None) -> None:
+        r = box.result
+        if state["quiet"] or r is None:
+            return
+        i, cache = step.value, state["cache"]
+        for key, target in (("model_input", x_t), ("pred_x0", x0)):
+            if (i, key) not in cache:
+                lat = r.steps[i][key][:1].to(ex.pipe._execution_device, ex.pipe.vae.dtype)
+                with torch.inference_mode():
+                    cache[i, key] = png_bytes(decode(ex.pipe, lat, "pil")[0], small)
+                box.decodes += 1
+            target.value = cache[i, key]
+
+    def show_token(change: Any = None) -> None:
+        r = box.result
+        if state["quiet"] or r is None or token.value not in r.maps:
+            return
+        attention.value = png_bytes(overlay(r.image, r.maps[token.value]), small)
+
+    def render(change: Any = None) -> None:
+        if state["busy"]:
+            return  # a click or change while a picture is being made is ignored, not queued
+        settings_now = Settings(prompt.value, negative.value, guidance.value, steps.value, seed.value,
+                                scheduler.value, size_dd.value, mode.value, strength.value)
+        try:
+            ex.check(settings_now)
+        except ValueError as err:
+            status.value = f"error: {err}"
+            return
+        state["busy"], generate.disabled, generate.description = True, True, "Generating..."
+        status.value = "generating..."
+        try:
+            r = ex.run(settings_now)
+        except ValueError as err:
+            status.value = f"error: {err}"
+            return
+        finally:
+            state["busy"], generate.disabled, generate.description = False, False, "Generate"
+        box.result, box.renders, box.callbacks, state["cache"] = r, box.renders + 1, len(r.steps), {}
+        image.value = png_bytes(r.image, size)
+        state["quiet"] = True  # update ranges and options without a redraw per change
+        step.value = 0
+        step.max = len(r.steps) - 1
+        step.value = step.max
+        keep = token.value
+        token.options = list(r.maps)
+        nouns = [t for t in r.maps if t not in ("a", "an", "the", "on", "in", "of", "and")]
+        token.value = keep if keep in r.maps else (nouns or list(r.maps))[0]
+        state["quiet"] = False
+        show_step(), show_token()
+        passes = "2 UNet passes per step" if r.unet_passes_per_step == 2 else "1 UNet pass per step"
+        status.value = "; ".join([f"render {box.renders}: {r.seconds:.2f} s", f"{len(r.steps)} UNet calls",
+                                  passes, *r.notes])
+
+    def on_change(change: Any) -> None:
+        strength.disabled = mode.value != "img2img"
+        if auto.value:
+            render()
+
+    for control in (prompt, negative, guidance, steps, seed, scheduler, size_dd, mode, strength):
+        control.observe(on_change, names="value")
+    generate.on_click(lambda _button: render())
+    step.observe(show_step, names="value")
+    token.observe(show_token, names="value")
+    (box.prompt, box.negative_prompt, box.guidance, box.steps, box.seed, box.scheduler, box.size,
+     box.mode, box.strength, box.auto, box.generate, box.status) = (
+        prompt, negative, guidance, steps, seed, scheduler, size_dd, mode, strength, auto, generate, status)
+    box.image, box.step, box.x_t, box.x0, box.token, box.attention = image, step, x_t, x0, token, attention
+    box.explorer, box.render = ex, render
+    render()
+    return box

@@ -84,3 +84,24 @@ def test_offline_hub_error_names_mini():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "ModelUnavailableError" in out.stdout, out.stdout + out.stderr
     assert 'model="mini"' in out.stdout
+
+
+def test_task_defaults_to_the_models_own_and_wide_unets_serve_one_task():
+    assert REGISTRY["mini-depth"].base_task == "depth" and REGISTRY["mini-inpaint"].base_task == "inpaint"
+    for name, task in (("sd2-depth", "txt2img"), ("sd15-inpaint", "img2img"), ("mini-depth", "inpaint")):
+        with pytest.raises(ValueError, match="serves task="):
+            load_pipeline(name, task=task)  # refused before any load or download
+
+
+@pytest.mark.parametrize("variant, cls, channels", [("depth", StableDiffusionDepth2ImgPipeline, 5),
+                                                      ("inpaint", StableDiffusionInpaintPipeline, 9)])
+def test_mini_variants_share_mini(variant, cls, channels):
+    from sdlearn.models import mini_path
+
+    if mini_path(variant) is None:
+        pytest.skip(f"sd-mini's {variant} UNet not bundled")
+    mini = load_pipeline("mini")
+    pipe = load_pipeline(f"mini-{variant}")  # the default task is the model's own
+    assert type(pipe) is cls and pipe.unet.config.in_channels == channels
+    assert pipe.vae is mini.vae and pipe.text_encoder is mini.text_encoder and pipe.unet is not mini.unet
+    assert pipe.unet.dtype == torch.float32  # shipped in fp16, loaded as fp32 on the CPU

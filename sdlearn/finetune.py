@@ -1,0 +1,234 @@
+"""Fine-tune sd-mini's UNet to take extra input channels: depth2img (5) and inpainting (9).
+
+SD 2-depth and SD-inpainting were made the same way from a text-to-image UNet: widen the first
+convolution (``conv_in``) with zero-initialised input channels — so on step 0 the widened UNet
+predicts exactly what the original did — and fine-tune on (latents, condition, caption) triples.
+
+=========  ===============================================================  ==================
+variant    extra channels concatenated after the 4 noisy-latent channels    diffusers pipeline
+=========  ===============================================================  ==================
+depth      1: the depth map at latent size, min-max scaled to [-1, 1]       Depth2Img
+inpaint    5: the mask at latent size (1 = repaint) + latents of the         Inpaint
+           masked picture (masked pixels set to 0 = grey)
+=========  ===============================================================  ==================
+
+    python -m sdlearn.finetune prepare depth     # conditions for the cached training latents
+    python -m sdlearn.finetune train depth --steps 3000
+    python -m sdlearn.finetune export depth      # -> sdlearn/data/sd-mini-depth/unet
+
+The text encoder, VAE, tokenizer and scheduler stay sd-mini's own, so a variant ships as a UNet only.
+
+Introduced in notebooks/11_training_sd_mini.ipynb.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from tqdm.auto import tqdm
+
+from . import world
+from .train import DEFAULT_WORK, TRAIN_SEED, _lr, _save, diffusion_loss, load_vae, noise_scheduler, plot_losses
+
+EXTRA_CHANNELS = {"depth": 1, "inpaint": 5}
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in EXTRA_CHANNELS:
+        raise ValueError(f"variant must be one of {list(EXTRA_CHANNELS)}, got {variant!r}")
+
+
+def depth_condition(depth: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) depth -> (B, 1, h, w) in [-1, 1], exactly as ``prepare_depth_map`` in diffusers'
+    ``StableDiffusionDepth2ImgPipeline`` does with a supplied ``depth_map``: bicubic resize to the
+    latent grid, then a per-image min-max stretch (so only *relative* depth matters).
+
+    Introduced in notebooks/08_depth2img.ipynb.
+    """
+    if depth.ndim != 3:
+        raise ValueError(f"depth must be (B, H, W), got shape {tuple(depth.shape)}")
+    d = F.interpolate(depth.unsqueeze(1).float(), size=latent_hw, mode="bicubic", align_corners=False)
+    lo, hi = d.amin(dim=(1, 2, 3), keepdim=True), d.amax(dim=(1, 2, 3), keepdim=True)
+    return 2.0 * (d - lo) / (hi - lo) - 1.0
+
+
+def inpaint_condition(image: torch.Tensor, mask: torch.Tensor, vae, scaling_factor: float) -> torch.Tensor:
+    """(B, 3, H, W) picture in [-1, 1] and (B, 1, H, W) binary mask -> (B, 5, H/8, W/8):
+    ``cat([mask at latent size, latents of the masked picture])`` as the 9-channel UNet sees them
+    (diffusers' ``prepare_mask_latents``: nearest resize, ``image * (mask < 0.5)``).
+
+    Introduced in notebooks/07_inpainting.ipynb.
+    """
+    h, w = image.shape[-2] // 8, image.shape[-1] // 8
+    small = F.interpolate(mask.float(), size=(h, w))  # nearest, as the pipeline
+    masked = image * (mask < 0.5)
+    return torch.cat([small, vae.encode(masked).latent_dist.mean * scaling_factor], dim=1)
+
+
+def training_mask(sample: world.Sample, index: int, rng: np.random.Generator) -> np.ndarray:
+    """The repaint mask (H, W) in {0, 1} for training sample ``index``: the objects' own mask
+    (half the time), a random rectangle (a quarter) or everything (a quarter, so the inpainting
+    UNet can still draw from nothing, as SD-inpainting's recipe does)."""
+    size = sample.image.shape[0]
+    kind = index % 4
+    if kind in (0, 1):
+        return (sample.mask > 0).astype(np.float32)
+    if kind == 3:
+        return np.ones((size, size), np.float32)
+    m = np.zeros((size, size), np.float32)
+    h, w = rng.integers(size // 4, size * 3 // 4 + 1, size=2)
+    y, x = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
+    m[y : y + h, x : x + w] = 1
+    return m
+
+
+@torch.no_grad()
+def prepare(work: Path = DEFAULT_WORK, variant: str = "depth", batch: int = 250, progress: bool = True) -> Path:
+    """Compute the extra channels for every cached training latent (``latents.pt``, same order)."""
+    _check_variant(variant)
+    data = torch.load(work / "latents.pt", weights_only=False)
+    n, hw = data["latents"].shape[0], tuple(data["latents"].shape[-2:])
+    vae = load_vae(work, prefer_finetuned=False) if variant == "inpaint" else None
+    out = []
+    for start in tqdm(range(0, n, batch), desc=f"prepare {variant}", mininterval=5, disable=not progress):
+        samples = [world.sample(TRAIN_SEED, i) for i in range(start, min(n, start + batch))]
+        if variant == "depth":
+            out.append(depth_condition(torch.from_numpy(np.stack([s.depth for s in samples])), hw))
+        else:
+            rng = np.random.default_rng([TRAIN_SEED, start, 9])
+            img = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 127.5 - 1
+            m = np.stack([training_mask(s, start + k, rng) for k, s in enumerate(samples)])
+            out.append(inpaint_condition(img, torch.from_numpy(m)[:, None], vae, 1.0 / data["std"]))
+    path = work / f"cond_{variant}.pt"
+    _save(path, cond=torch.cat(out).half())  # half precision: 50k x 5 x 8 x 8 stays small
+    return path
+
+
+def widen_conv_in(unet: UNet2DConditionModel, extra: int) -> UNet2DConditionModel:
+    """A copy of ``unet`` whose ``conv_in`` takes ``extra`` more input channels, zero-initialised,
+    so its predictions are unchanged until training teaches it to use them.
+
+    Introduced in notebooks/08_depth2img.ipynb.
+    """
+    cfg = dict(unet.config)
+    cfg["in_channels"] = unet.config.in_channels + extra
+    wide = UNet2DConditionModel.from_config(cfg)
+    state = unet.state_dict()
+    w = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], dim=1)
+    wide.load_state_dict(state)
+    return wide
+
+
+def _base_unet_and_text(work: Path):
+    """sd-mini's UNet and text encoder with the EMA weights that were exported."""
+    from .architectures import mini_components
+
+    comps = mini_components()
+    unet, te = comps["unet"], comps["text_encoder"]
+    st = torch.load(work / "unet.pt", weights_only=False)
+    unet.load_state_dict(st["unet"]), te.load_state_dict(st["text_encoder"])
+    with torch.no_grad():
+        for p, e in zip(list(unet.parameters()) + list(te.parameters()), st["ema"]):
+            p.copy_(e)
+    return unet, te
+
+
+def train(work: Path = DEFAULT_WORK, variant: str = "depth", steps: int = 3000, batch: int = 64,
+          lr: float = 3e-4, cond_drop: float = 0.1, ema_decay: float = 0.998, ckpt_every: int = 250,
+          seed: int = 0, progress: bool = True) -> Path:
+    """Fine-tune the widened UNet (text encoder frozen) with the same loss as ``train.train_unet``."""
+    _check_variant(variant)
+    data = torch.load(work / "latents.pt", weights_only=False)
+    latents = data["latents"] / data["std"]
+    input_ids, uncond = data["input_ids"].long(), data["uncond_ids"].long()
+    cond = torch.load(work / f"cond_{variant}.pt", weights_only=False)["cond"]
+    base, te = _base_unet_and_text(work)
+    te.requires_grad_(False).eval()
+    unet = widen_conv_in(base, EXTRA_CHANNELS[variant])
+    params = list(unet.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    ema = [p.detach().clone() for p in params]
+    sched, ck = noise_scheduler(), work / f"unet_{variant}.pt"
+    start, log = 0, []
+    if ck.exists():
+        st = torch.load(ck, weights_only=False)
+        unet.load_state_dict(st["unet"]), opt.load_state_dict(st["opt"])
+        ema, start, log = st["ema"], st["step"], st["log"]
+    unet.train()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"unet-{variant}", mininterval=5,
+               disable=not progress)
+    for step in bar:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step + 77)
+        idx = torch.randint(0, latents.shape[0], (batch,), generator=gen)
+        ids = input_ids[idx].clone()
+        ids[torch.rand(batch, generator=gen) < cond_drop] = uncond  # still needed for CFG
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, lr, warmup=100)
+        loss = diffusion_loss(unet, te, latents[idx], ids, sched, gen, extra=cond[idx].float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.lerp_(p.detach(), 1 - ema_decay)
+        log.append({"step": step, "loss": loss.item()})
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log[-50:]]):.4f}")
+        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
+            _save(ck, unet=unet.state_dict(), opt=opt.state_dict(), ema=ema, step=step + 1, log=log)
+    plot_losses(log, "loss", work / f"unet_{variant}_loss.png", f"{variant} UNet fine-tune: noise MSE")
+    return ck
+
+
+def export(work: Path = DEFAULT_WORK, variant: str = "depth", out: Path | None = None) -> Path:
+    """Write the EMA UNet (fp16 safetensors, loaded back as fp32) to ``sdlearn/data/sd-mini-<variant>``."""
+    import shutil
+
+    _check_variant(variant)
+    out = Path(out) if out else Path(__file__).parent / "data" / f"sd-mini-{variant}"
+    base, _ = _base_unet_and_text(work)
+    unet = widen_conv_in(base, EXTRA_CHANNELS[variant])
+    st = torch.load(work / f"unet_{variant}.pt", weights_only=False)
+    with torch.no_grad():
+        for p, e in zip(unet.parameters(), st["ema"]):
+            p.copy_(e)
+    if out.exists():
+        shutil.rmtree(out)
+    unet.half().save_pretrained(out / "unet", safe_serialization=True)
+    png = work / f"unet_{variant}_loss.png"
+    if png.exists():
+        shutil.copy(png, out / png.name)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m sdlearn.finetune", description=__doc__.split("\n")[0])
+    p.add_argument("stage", choices=["prepare", "train", "export"])
+    p.add_argument("variant", choices=list(EXTRA_CHANNELS))
+    p.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    t0 = time.time()
+    if a.stage == "prepare":
+        print(prepare(a.work, a.variant))
+    elif a.stage == "train":
+        train(a.work, a.variant, steps=a.steps)
+    else:
+        print(export(a.work, a.variant, a.out))
+    print(json.dumps({"stage": a.stage, "variant": a.variant, "seconds": round(time.time() - t0, 1)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The explorer: its logic (sdlearn.explorer) and its dashboard (sdlearn.widgets.explorer), headless."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdlearn.device import make_generator
+from sdlearn.explorer import Explorer, Settings, size_options
+from sdlearn.img2img import img2img
+from sdlearn.sampling import sample
+from sdlearn.schedulers import make_scheduler
+from sdlearn.widgets import explorer, png_bytes
+
+def _close(a, b) -> bool:
+    # The attention recorder computes softmax(QK^T)V explicitly instead of the fused kernel:
+    # the same picture up to float rounding, at most 1/255 on a few pixels.
+    return int(np.abs(np.asarray(a, int) - np.asarray(b, int)).max()) <= 1
+
+
+FAST = Settings(prompt="a red circle", num_inference_steps=3, scheduler="ddim")
+
+
+def test_size_options(tiny_pipe):
+    assert size_options(tiny_pipe) == [48, 64, 80, 96, 128]  # native 64 = sample_size 8 x factor 8
+
+
+def test_run_matches_sample_and_leaves_the_pipe_alone(tiny_pipe):
+    own = tiny_pipe.scheduler
+    ex = Explorer(tiny_pipe)
+    r = ex.run(FAST.but(scheduler="euler", seed=4))
+    assert tiny_pipe.scheduler is own  # the explorer swaps schedulers on its own pipeline object
+    assert ex.pipe.unet is tiny_pipe.unet  # ...over the same modules
+    tiny_pipe.scheduler = make_scheduler(own, "euler")
+    try:
+        ref = sample(tiny_pipe, "a red circle", num_inference_steps=3, generator=make_generator(4))[0]
+    finally:
+        tiny_pipe.scheduler = own
+    assert _close(r.image, ref)
+    assert len(r.steps) == 3 and r.unet_passes_per_step == 2 and r.seconds > 0
+    assert list(r.maps) == ["a", "red", "circle"] and r.maps["red"].shape == (8, 8)
+
+
+def test_run_img2img_matches_img2img(tiny_pipe):
+    ex = Explorer(tiny_pipe)
+    r = ex.run(FAST.but(mode="img2img", strength=0.5, num_inference_steps=4))
+    assert len(r.steps) == 2  # int(4 * 0.5) steps run
+    tiny_pipe.scheduler, own = make_scheduler(tiny_pipe, "ddim"), tiny_pipe.scheduler
+    try:
+        ref = img2img(tiny_pipe, "a red circle", ex.init_image, strength=0.5, num_inference_steps=4,
+                      generator=make_generator(0))[0]
+    finally:
+        tiny_pipe.scheduler = own
+    assert _close(r.image, ref)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(prompt=" "), "prompt is empty"), (dict(scheduler="plms2"), "unknown scheduler"),
+    (dict(mode="video"), "mode"), (dict(size=60), "multiple"), (dict(num_inference_steps=0), "steps"),
+    (dict(mode="img2img", strength=0.0), "strength"), (dict(mode="img2img", strength=1.5), "strength"),
+])
+def test_bad_settings_fail_before_compute(tiny_pipe, monkeypatch, bad, match):
+    ex = Explorer(tiny_pipe)
+    monkeypatch.setattr("sdlearn.explorer.sample", lambda *a, **k: pytest.fail("computed"))
+    with pytest.raises(ValueError, match=match):
+        ex.run(FAST.but(**bad))
+
+
+def _png(value) -> bytes:
+    return bytes(value)  # ipywidgets 8 keeps a memoryview, 7 the bytes
+
+
+def test_dashboard_controls_rerender(tiny_pipe):
+    w = explorer(tiny_pipe, FAST.but(scheduler="pndm"))
+    assert w.renders == 1 and w.callbacks == 4  # PNDM: 3 steps take 4 UNet calls (warm-up)
+    assert w.step.max == 3 and w.step.value == 3 and w.decodes == 2
+    assert w.strength.disabled and not w.generate.disabled and "UNet calls" in w.status.value
+    seen = [_png(w.image.value)]
+    assert Image.open(io.BytesIO(seen[0])).size == (256, 256)
+    for control, value in ((w.guidance, 12.0), (w.seed, 1), (w.scheduler, "euler"), (w.prompt, "a blue star"),
+                           (w.negative_prompt, "red"), (w.size, 96), (w.mode, "img2img"), (w.strength, 0.9)):
+        control.value = value
+        assert _png(w.image.value) not in seen, control.description
+        seen.append(_png(w.image.value))
+    assert w.renders == 9 and not w.strength.disabled
+    assert w.callbacks == int(3 * 0.9) == len(w.result.steps)
+    assert "not the native" in w.status.value
+
+
+def test_dashboard_generate_button_and_auto(tiny_pipe, monkeypatch):
+    w = explorer(tiny_pipe, FAST)
+    w.auto.value = False
+    w.seed.value = 9  # no auto-render: nothing happens until Generate
+    assert w.renders == 1
+    states = []
+    real_run = w.explorer.run
+
+    def spy(settings):
+        states.append((w.generate.disabled, w.generate.description, w.status.value))
+        w.generate.click()  # a second click while running is ignored, not queued
+        return real_run(settings)
+
+    monkeypatch.setattr(w.explorer, "run", spy)
+    before = _png(w.image.value)
+    w.generate.click()
+    assert states == [(True, "Generating...", "generating...")]
+    assert w.renders == 2 and _png(w.image.value) != before and not w.generate.disabled
+
+
+def test_dashboard_scrubber_and_token(tiny_pipe):
+    w = explorer(tiny_pipe, FAST)
+    assert w.token.options == ("a", "red", "circle") and w.token.value == "red"
+    att, x0 = _png(w.attention.value), _png(w.x0.value)
+    w.token.value = "circle"
+    assert _png(w.attention.value) != att and w.renders == 1  # a new map, no new picture
+    w.step.value = 0
+    assert _png(w.x0.value) != x0 and w.decodes == 4
+    w.step.value = 2  # decoded before: cached
+    assert _png(w.x0.value) == x0 and w.decodes == 4
+    w.prompt.value = "a circle"  # the chosen token survives a new prompt that still has it
+    assert w.token.value == "circle" and w.renders == 2
+
+
+def test_dashboard_bad_input_keeps_the_picture(tiny_pipe):
+    w = explorer(tiny_pipe, FAST)
+    before, renders = _png(w.image.value), w.renders
+    w.prompt.value = ""
+    assert w.status.value.startswith("error: the prompt is empty")
+    w.prompt.value = "a red circle"
+    w.mode.value = "img2img"
+    w.steps.value = 1
+    w.strength.value = 0.5  # 1 x 0.5 rounds to 0 steps
+    assert "rounds down to 0" in w.status.value
+    assert _png(w.image.value) != before or w.renders > renders  # valid settings rendered meanwhile
+    last = _png(w.image.value)
+    w.prompt.value = " "
+    assert _png(w.image.value) == last and not w.generate.disabled
