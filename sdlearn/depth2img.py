@@ -28,8 +28,7 @@ import torch
 from PIL import Image
 
 from .finetune import depth_condition
-from .img2img import as_rgb, check_strength, encode_image, noised_latents, start_timesteps
-from .latents import to_vae_input
+from .img2img import as_rgb, check_strength, start_latents
 from .sampling import Callback, check_args, decode, denoise, encode_text
 
 __all__ = ["as_depth", "check_depth_unet", "depth2img", "depth_condition", "structure_iou"]
@@ -111,13 +110,9 @@ def depth2img(pipe: Any, prompt: str | Sequence[str], image: Any, depth_map: Any
         cond = depth_condition(depth.to(device, embeds.dtype), (height // pipe.vae_scale_factor,
                                                                  width // pipe.vae_scale_factor))
         cond = cond.repeat(batch, 1, 1, 1).to(embeds.dtype)
-        # 3. timesteps: skip the first (1 - strength) share, as img2img
-        pipe.scheduler.set_timesteps(int(num_inference_steps), device=device)
-        t_start, timesteps = start_timesteps(pipe.scheduler, num_inference_steps, strength)
-        # 4. the picture's latents, noised to the first timestep that runs    # (B, 4, H/8, W/8)
-        pixels = to_vae_input(pipe.vae, [image] * batch).to(dtype=embeds.dtype)
-        z0 = encode_image(pipe, pixels, generator)
-        x, _ = noised_latents(pipe, z0, timesteps[:1], generator)
+        # 3.-4. timesteps (skip the first 1 - strength), the picture's latents noised to the
+        # first timestep that runs: exactly img2img's start                 # (B, 4, H/8, W/8)
+        t_start, x = start_latents(pipe, image, batch, num_inference_steps, strength, embeds.dtype, generator)
         # 5. the loop, with the depth appended to every UNet input
         x = denoise(pipe, x, embeds, guidance_scale, start_step=t_start, generator=generator, eta=eta,
                     extra_channels=cond, callback=callback)

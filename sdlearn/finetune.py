@@ -34,7 +34,8 @@ from diffusers import UNet2DConditionModel
 from tqdm.auto import tqdm
 
 from . import world
-from .train import DEFAULT_WORK, TRAIN_SEED, _lr, _save, diffusion_loss, load_vae, noise_scheduler, plot_losses
+from .train import (DEFAULT_WORK, TRAIN_SEED, _lr, _save, diffusion_loss, ema_update_step, load_vae,
+                    noise_scheduler, plot_losses)
 
 EXTRA_CHANNELS = {"depth": 1, "inpaint": 5}
 
@@ -172,16 +173,7 @@ def train(work: Path = DEFAULT_WORK, variant: str = "depth", steps: int = 3000, 
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, lr, warmup=100)
         loss = diffusion_loss(unet, te, latents[idx], ids, sched, gen, extra=cond[idx].float())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            for e, p in zip(ema, params):
-                e.lerp_(p.detach(), 1 - ema_decay)
-        log.append({"step": step, "loss": loss.item()})
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log[-50:]]):.4f}")
+        ema_update_step(opt, params, loss, ema, ema_decay, log, step, bar)
         if (step + 1) % ckpt_every == 0 or step + 1 == steps:
             _save(ck, unet=unet.state_dict(), opt=opt.state_dict(), ema=ema, step=step + 1, log=log)
     plot_losses(log, "loss", work / f"unet_{variant}_loss.png", f"{variant} UNet fine-tune: noise MSE")

@@ -36,7 +36,7 @@ from .latents import encode, to_vae_input
 from .sampling import Callback, check_args, decode, denoise, encode_text
 
 __all__ = ["as_rgb", "check_strength", "get_timesteps", "start_timesteps", "strength_table",
-           "encode_image", "noised_latents", "img2img"]
+           "encode_image", "noised_latents", "start_latents", "img2img"]
 
 
 def as_rgb(image: Any, name: str = "image") -> Image.Image:
@@ -163,6 +163,23 @@ def noised_latents(pipe: Any, z0: torch.Tensor, t: torch.Tensor, generator: Any 
     return pipe.scheduler.add_noise(z0, noise, t.repeat(z0.shape[0] // t.shape[0])), noise
 
 
+def start_latents(pipe: Any, image: Image.Image, batch: int, num_inference_steps: int, strength: float,
+                  dtype: torch.dtype, generator: Any = None) -> tuple[int, torch.Tensor]:
+    """Set the timesteps, encode the picture and noise it to the first timestep that runs:
+    (t_start, x) for ``denoise(..., start_step=t_start)``. Shared by img2img and depth2img.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    pipe.scheduler.set_timesteps(int(num_inference_steps), device=pipe._execution_device)
+    t_start, timesteps = start_timesteps(pipe.scheduler, num_inference_steps, strength)
+    # The picture once per prompt, converted as the pipeline converts a list of pictures (its
+    # memory layout, channels-last, selects the conv kernels: .repeat() would differ by 1e-6).
+    pixels = to_vae_input(pipe.vae, [image] * batch).to(dtype=dtype)
+    z0 = encode_image(pipe, pixels, generator)  # random draw 1: the encoder's sample
+    x, _ = noised_latents(pipe, z0, timesteps[:1], generator)  # draw 2: the noise
+    return t_start, x
+
+
 def img2img(pipe: Any, prompt: str | Sequence[str], image: Any, strength: float = 0.8,
             num_inference_steps: int = 25, guidance_scale: float = 7.5,
             negative_prompt: str | Sequence[str] | None = None, generator: Any = None,
@@ -184,13 +201,7 @@ def img2img(pipe: Any, prompt: str | Sequence[str], image: Any, strength: float 
     device = pipe._execution_device
     with torch.no_grad():
         embeds = encode_text(pipe, prompt, negative_prompt, guidance_scale, device)
-        pipe.scheduler.set_timesteps(int(num_inference_steps), device=device)
-        t_start, timesteps = start_timesteps(pipe.scheduler, num_inference_steps, strength)
-        # The picture once per prompt, converted as the pipeline converts a list of pictures (its
-        # memory layout, channels-last, selects the conv kernels: .repeat() would differ by 1e-6).
-        pixels = to_vae_input(pipe.vae, [image] * batch).to(dtype=embeds.dtype)
-        z0 = encode_image(pipe, pixels, generator)  # random draw 1: the encoder's sample
-        x, _ = noised_latents(pipe, z0, timesteps[:1], generator)  # draw 2: the noise
+        t_start, x = start_latents(pipe, image, batch, num_inference_steps, strength, embeds.dtype, generator)
         x = denoise(pipe, x, embeds, guidance_scale, start_step=t_start, generator=generator,
                     eta=eta, callback=callback)
         images = decode(pipe, x, output_type)

@@ -239,6 +239,22 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, input_ids: torch.T
     return per_sample.mean()
 
 
+def ema_update_step(opt, params: list, loss: torch.Tensor, ema: list, ema_decay: float, log: list,
+                    step: int, bar) -> None:
+    """One optimiser step (gradients clipped to norm 1), the EMA update and the log line: shared
+    by the UNet training here and the fine-tunes of ``sdlearn.finetune``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    with torch.no_grad():
+        for e, p in zip(ema, params):
+            e.lerp_(p.detach(), 1 - ema_decay)  # the shipped weights are this running average
+    log.append({"step": step, "loss": loss.item()})
+    if step % 50 == 0:
+        bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log[-50:]]):.4f}")
+
+
 def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr: float = 6e-4,
                cond_drop: float = 0.1, ema_decay: float = 0.999, ckpt_every: int = 250,
                seed: int = 0, progress: bool = True) -> Path:
@@ -275,16 +291,7 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, lr)
         loss = diffusion_loss(unet, te, latents[idx], ids, sched, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            for e, p in zip(ema, params):
-                e.lerp_(p.detach(), 1 - ema_decay)
-        log.append({"step": step, "loss": loss.item()})
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log[-50:]]):.4f}")
+        ema_update_step(opt, params, loss, ema, ema_decay, log, step, bar)
         if (step + 1) % ckpt_every == 0 or step + 1 == steps:
             _save(ck, unet=unet.state_dict(), text_encoder=te.state_dict(), opt=opt.state_dict(),
                   ema=ema, step=step + 1, log=log)
