@@ -33,6 +33,10 @@ test: setup
 	$(PYTEST) tests/ --nbval-lax --nbval-current-env notebooks/
 	@echo "model-agnostic guard: the core notebooks again on random weights with SD 1.5's sizes"
 	SDLEARN_MODEL=tiny $(PYTEST) --nbval-lax --nbval-current-env notebooks/0[1-5]_*.ipynb
+	@echo "ipywidgets 7.7 (Colab's) instead of 8: the widget tests again"
+	rm -rf .ipywidgets7 && $(PY) -m pip install -q --target .ipywidgets7 --no-deps "ipywidgets==7.7.5" \
+		ipython_genutils "jupyterlab_widgets<3" "widgetsnbextension<4"
+	PYTHONPATH=.ipywidgets7 $(PYTEST) tests/test_explorer.py tests/test_widgets.py tests/test_widgets_img2img.py
 
 test-fast: setup
 	$(PYTEST) tests/ -m "not browser"

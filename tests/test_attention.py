@@ -143,3 +143,16 @@ def test_sd_mini_circle_attends_to_the_left():
     circle, square = left_share("circle"), left_share("square")
     assert circle > 0.5, circle
     assert circle > square, (circle, square)
+
+
+def test_overlay_is_a_heat_map_over_grey():
+    from PIL import Image
+
+    from sdlearn.attention import overlay
+
+    m = np.zeros((8, 8), np.float32)
+    m[:, :4] = 1.0  # all attention on the left half
+    out = overlay(Image.new("RGB", (64, 64), (200, 200, 200)), m, alpha=0.6)
+    arr = np.asarray(out).astype(int)
+    assert out.size == (64, 64) and out.mode == "RGB"
+    assert arr[32, 2, 0] > arr[32, 2, 2] and arr[32, 61, 2] > arr[32, 61, 0]  # red left, blue right

@@ -105,3 +105,16 @@ def test_mini_variants_share_mini(variant, cls, channels):
     assert type(pipe) is cls and pipe.unet.config.in_channels == channels
     assert pipe.vae is mini.vae and pipe.text_encoder is mini.text_encoder and pipe.unet is not mini.unet
     assert pipe.unet.dtype == torch.float32  # shipped in fp16, loaded as fp32 on the CPU
+
+
+def test_with_components_swaps_one_part_and_leaves_the_pipe(tiny_pipe):
+    from diffusers import EulerDiscreteScheduler
+
+    from sdlearn.models import with_components
+
+    own = tiny_pipe.scheduler
+    euler = EulerDiscreteScheduler.from_config(own.config)
+    other = with_components(tiny_pipe, scheduler=euler)
+    assert other.scheduler is euler and tiny_pipe.scheduler is own and other.unet is tiny_pipe.unet
+    depth = with_components(load_pipeline("tiny", task="depth"), task="txt2img")  # no safety checker to pass on
+    assert type(depth) is StableDiffusionPipeline and depth.safety_checker is None
