@@ -31,8 +31,10 @@ lab: setup
 # Unit tests and every notebook under nbval (outputs not compared except `# NBVAL_CHECK_OUTPUT` cells).
 test: setup
 	$(PYTEST) tests/ --nbval-lax --nbval-current-env notebooks/
-	@echo "model-agnostic guard: the core notebooks again on random weights with SD 1.5's sizes"
-	SDLEARN_MODEL=tiny $(PYTEST) --nbval-lax --nbval-current-env notebooks/0[1-5]_*.ipynb
+	@echo "model-agnostic guard: notebooks again on random weights with SD 1.5's sizes (06 and 07"
+	@echo "check printed timestep tables that are the default model's scheduler's, so they are left out)"
+	SDLEARN_MODEL=tiny $(PYTEST) --nbval-lax --nbval-current-env notebooks/0[1-5]_*.ipynb \
+		notebooks/0[89]_*.ipynb notebooks/10_*.ipynb
 	@echo "ipywidgets 7.7 (Colab's) instead of 8: the widget tests again"
 	rm -rf .ipywidgets7 && $(PY) -m pip install -q --target .ipywidgets7 --no-deps "ipywidgets==7.7.5" \
 		ipython_genutils "jupyterlab_widgets<3" "widgetsnbextension<4"
