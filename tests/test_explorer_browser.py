@@ -179,9 +179,17 @@ def test_explorer_dashboard_in_chromium(lab):
             assert _render_no(status.inner_text()) == n + 1 and picture.screenshot() == moved
             generate = page.locator("button.sdlearn-generate").first
             assert generate.is_enabled()
+            # Record whether the browser ever shows the button disabled while the kernel works.
+            page.evaluate("""() => {
+                const b = document.querySelector('button.sdlearn-generate');
+                window.__sawDisabled = false;
+                new MutationObserver(() => { if (b.disabled) window.__sawDisabled = true; })
+                    .observe(b, {attributes: true});
+            }""")
             generate.click()
             page.wait_for_function(f"() => document.querySelector('.sdlearn-status').innerText.startsWith('render {n + 2}:')",
                                    timeout=30_000)
+            assert page.evaluate("() => window.__sawDisabled"), "Generate was not disabled while running"
             assert generate.is_enabled()  # re-enabled after the run
             assert picture.screenshot() != moved, "Generate did not change the picture"
             shot = OUTPUT / "10_explorer.png"
