@@ -28,8 +28,8 @@ import torch
 from PIL import Image
 
 from .finetune import depth_condition
-from .img2img import as_rgb, check_strength, start_latents
-from .sampling import Callback, check_args, decode, denoise, encode_text
+from .img2img import check_image_args, start_latents
+from .sampling import Callback, decode, denoise, encode_text
 
 __all__ = ["as_depth", "check_depth_unet", "depth2img", "depth_condition", "structure_iou"]
 
@@ -97,11 +97,10 @@ def depth2img(pipe: Any, prompt: str | Sequence[str], image: Any, depth_map: Any
     Introduced in notebooks/08_depth2img.ipynb.
     """
     check_depth_unet(pipe)
-    image = as_rgb(image)
+    image, batch, height, width, strength = check_image_args(pipe, prompt, negative_prompt, image, strength,
+                                                             num_inference_steps, guidance_scale,
+                                                             generator, output_type)
     depth = as_depth(depth_map, image.size)
-    batch, height, width = check_args(pipe, prompt, negative_prompt, image.height, image.width,
-                                      num_inference_steps, guidance_scale, generator, output_type)
-    strength = check_strength(strength, num_inference_steps)
     device = pipe._execution_device
     with torch.no_grad():
         # 1. encode prompt                                                  # (2B, 77, D) with CFG

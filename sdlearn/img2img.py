@@ -36,7 +36,7 @@ from .latents import encode, to_vae_input
 from .sampling import Callback, check_args, decode, denoise, encode_text
 
 __all__ = ["as_rgb", "check_strength", "get_timesteps", "start_timesteps", "strength_table",
-           "encode_image", "noised_latents", "start_latents", "img2img"]
+           "encode_image", "noised_latents", "check_image_args", "start_latents", "img2img"]
 
 
 def as_rgb(image: Any, name: str = "image") -> Image.Image:
@@ -163,6 +163,20 @@ def noised_latents(pipe: Any, z0: torch.Tensor, t: torch.Tensor, generator: Any 
     return pipe.scheduler.add_noise(z0, noise, t.repeat(z0.shape[0] // t.shape[0])), noise
 
 
+def check_image_args(pipe: Any, prompt: Any, negative_prompt: Any, image: Any, strength: Any,
+                     num_inference_steps: int, guidance_scale: float, generator: Any,
+                     output_type: str) -> tuple[Image.Image, int, int, int, float]:
+    """Everything an image-conditioned call checks before any compute (``ValueError``):
+    (the picture as RGB, batch, height, width, strength). Shared by img2img and depth2img.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    image = as_rgb(image)
+    batch, height, width = check_args(pipe, prompt, negative_prompt, image.height, image.width,
+                                      num_inference_steps, guidance_scale, generator, output_type)
+    return image, batch, height, width, check_strength(strength, num_inference_steps)
+
+
 def start_latents(pipe: Any, image: Image.Image, batch: int, num_inference_steps: int, strength: float,
                   dtype: torch.dtype, generator: Any = None) -> tuple[int, torch.Tensor]:
     """Set the timesteps, encode the picture and noise it to the first timestep that runs:
@@ -194,10 +208,9 @@ def img2img(pipe: Any, prompt: str | Sequence[str], image: Any, strength: float 
 
     Introduced in notebooks/06_img2img.ipynb.
     """
-    image = as_rgb(image)
-    batch, height, width = check_args(pipe, prompt, negative_prompt, image.height, image.width,
-                                      num_inference_steps, guidance_scale, generator, output_type)
-    strength = check_strength(strength, num_inference_steps)
+    image, batch, _, _, strength = check_image_args(pipe, prompt, negative_prompt, image, strength,
+                                                    num_inference_steps, guidance_scale, generator,
+                                                    output_type)
     device = pipe._execution_device
     with torch.no_grad():
         embeds = encode_text(pipe, prompt, negative_prompt, guidance_scale, device)

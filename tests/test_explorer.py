@@ -10,7 +10,7 @@ from sdlearn.explorer import Explorer, Settings, size_options
 from sdlearn.img2img import img2img
 from sdlearn.sampling import sample
 from sdlearn.schedulers import make_scheduler
-from sdlearn.widgets import explorer, png_bytes
+from sdlearn.widgets import explorer
 
 def _close(a, b) -> bool:
     # The attention recorder computes softmax(QK^T)V explicitly instead of the fused kernel:

@@ -4,7 +4,6 @@ Picture content is checked with the deterministic scorer (sdlearn.scoring), neve
 """
 import numpy as np
 import pytest
-import torch
 from diffusers import StableDiffusionPipeline
 
 from sdlearn import scoring
