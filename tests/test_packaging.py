@@ -1,5 +1,7 @@
 """environment.yml and pyproject.toml must list the same dependencies."""
 import re
+
+import pytest
 import tomllib
 from pathlib import Path
 
@@ -25,3 +27,20 @@ def test_package_data_ships_tokenizer_and_licence():
     for name in ("vocab.json", "merges.txt", "LICENSE-CLIP.txt"):
         assert (tok / name).exists()
     assert "MIT License" in (tok / "LICENSE-CLIP.txt").read_text()
+
+
+def test_package_data_globs_cover_the_shipped_models():
+    """Every file under sdlearn/data/ that git tracks matches a package-data glob, so a wheel
+    carries sd-mini and its variants, not only an editable install."""
+    import fnmatch
+    import subprocess
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["sdlearn"]
+    tracked = subprocess.run(["git", "ls-files", "sdlearn/data"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    rel = [t.removeprefix("sdlearn/") for t in tracked]
+    missing = [r for r in rel if not any(fnmatch.fnmatchcase(r, g) and r.count("/") == g.count("/") for g in globs)]
+    assert not missing, missing
+    assert any(r.startswith("data/sd-mini-depth/unet/") for r in rel) and any(r.startswith("data/sd-mini-inpaint/unet/") for r in rel)
