@@ -1,9 +1,9 @@
 """environment.yml and pyproject.toml must list the same dependencies."""
 import re
-
-import pytest
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,6 @@ def test_package_data_globs_cover_the_shipped_models():
     carries sd-mini and its variants, not only an editable install."""
     import fnmatch
     import subprocess
-    import tomllib
 
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["sdlearn"]
     tracked = subprocess.run(["git", "ls-files", "sdlearn/data"], cwd=ROOT, capture_output=True, text=True).stdout.split()
