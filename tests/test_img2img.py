@@ -4,8 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from diffusers import (DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
-                       PNDMScheduler)
+from diffusers import EulerDiscreteScheduler
 from PIL import Image
 
 from sdlearn.device import make_generator
@@ -14,13 +13,13 @@ from sdlearn.img2img import (as_rgb, check_strength, get_timesteps, img2img, sta
                              strength_table)
 from sdlearn.latents import count_vae_calls, encode
 from sdlearn.models import is_trained, load_pipeline
+from sdlearn.schedulers import make_scheduler
 
-SCHEDULERS = {
-    "pndm": (PNDMScheduler, {}),  # its repeated warm-up timestep: the slice must match exactly
-    "ddim": (DDIMScheduler, {"clip_sample": False}),
-    "euler": (EulerDiscreteScheduler, {}),  # sigma-space: add_noise looks up the begin index
-    "euler_a": (EulerAncestralDiscreteScheduler, {}),  # draws noise in step(): generator order
-}
+# Built by name with make_scheduler from the pipeline's config. What each one exercises:
+#   pndm: its repeated warm-up timestep: the slice must match exactly
+#   euler: sigma-space: add_noise looks up the begin index
+#   euler_a: draws noise in step(): generator order
+SCHEDULERS = ["pndm", "ddim", "euler", "euler_a"]
 PROMPT = "a red circle on the right"
 
 
@@ -49,8 +48,7 @@ def _both(pipe, image, prompt=PROMPT, seed=0, **kw):
 @pytest.mark.parametrize("name", SCHEDULERS)
 @pytest.mark.parametrize("strength", [0.3, 0.75, 1.0])
 def test_parity_with_pipeline(pipe, world, name, strength):
-    cls, kw = SCHEDULERS[name]
-    pipe.scheduler = cls.from_config(pipe.scheduler.config, **kw)
+    pipe.scheduler = make_scheduler(pipe, name)
     ours, theirs = _both(pipe, world, strength=strength)
     assert ours.shape == theirs.shape == (1, 64, 64, 3)
     assert np.abs(ours - theirs).max() <= 1e-5

@@ -5,8 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from diffusers import (DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
-                       PNDMScheduler, StableDiffusionInpaintPipeline)
+from diffusers import StableDiffusionInpaintPipeline
 from PIL import Image
 
 from sdlearn.architectures import _unet
@@ -17,13 +16,12 @@ from sdlearn.inpainting import (as_mask, block_mask, inpaint, mask_tensors, psnr
                                 random_inpainting_pipeline, unet_kind)
 from sdlearn.latents import count_vae_calls, to_vae_input
 from sdlearn.models import is_trained, load_pipeline
+from sdlearn.schedulers import make_scheduler
 
-SCHEDULERS = {
-    "pndm": (PNDMScheduler, {}),
-    "ddim": (DDIMScheduler, {"clip_sample": False}),
-    "euler": (EulerDiscreteScheduler, {}),  # sigma-space add_noise inside the blend
-    "euler_a": (EulerAncestralDiscreteScheduler, {}),  # the three random draws must be in order
-}
+# Built by name with make_scheduler from the pipeline's config. What each one exercises:
+#   euler: sigma-space add_noise inside the blend
+#   euler_a: the three random draws must be in order
+SCHEDULERS = ["pndm", "ddim", "euler", "euler_a"]
 PROMPT = "a red circle on the right"
 
 
@@ -63,8 +61,7 @@ def _both(pipe, world, prompt=PROMPT, seed=0, **kw):
 def test_parity_with_pipeline(request, world, which, name, strength):
     pipe = request.getfixturevalue(which)
     original = pipe.scheduler
-    cls, kw = SCHEDULERS[name]
-    pipe.scheduler = cls.from_config(original.config, **kw)
+    pipe.scheduler = make_scheduler(original, name)
     try:
         ours, theirs = _both(pipe, world, strength=strength)
     finally:
