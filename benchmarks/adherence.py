@@ -17,7 +17,6 @@ Introduced in notebooks/04_diy_sampling_loop.ipynb.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +26,8 @@ import numpy as np
 from PIL import Image
 
 from sdlearn import scoring, world  # noqa: E402  (installed with `make setup` / `pip install -e .`)
+
+from common import save_json  # benchmarks/common.py (the script's own folder is on sys.path)
 
 
 class StubPipeline:
@@ -171,9 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("\n" + markdown(result["step_sweep"],
                               f"{args.model}: step sweep at guidance {args.step_guidance:g}"))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"\nwrote {args.out}")
+        save_json(args.out, result)
     return result
 
 

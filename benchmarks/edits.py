@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, save_json  # benchmarks/common.py (the script's own folder is on sys.path)
 
 
 def scenes(n: int, seed: int = 999) -> list:
@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
               "summary": summary, "vae_round_trip_psnr_outside": round(float(np.mean(vae_ceiling)), 2),
               "torch": torch.__version__, "python": platform.python_version(), "threads": args.threads}
     print(json.dumps(result["summary"], indent=1), "VAE ceiling", result["vae_round_trip_psnr_outside"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    save_json(args.out, result)
     return result
 
 

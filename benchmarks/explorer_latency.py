@@ -19,7 +19,6 @@ Introduced in notebooks/10_explorer.ipynb.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -27,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, save_json  # benchmarks/common.py (the script's own folder is on sys.path)
+
 
 # control -> two values to alternate between (the dashboard starts at the first of neither)
 CHANGES = {
@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"| control ({args.model}, {args.threads} thread(s)) | median s | max s |\n|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['median_s']:.3f} | {r['max_s']:.3f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    save_json(args.out, result)
     return result
 
 

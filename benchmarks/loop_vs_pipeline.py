@@ -18,7 +18,6 @@ Introduced in notebooks/04_diy_sampling_loop.ipynb.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, save_json  # benchmarks/common.py (the script's own folder is on sys.path)
 
 
 def _timed(fn, device: torch.device) -> tuple[float, np.ndarray]:
@@ -133,9 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
               "target_ratio": args.target, "rows": rows}
     print("\n" + markdown(rows, f"{args.model}: our loop vs StableDiffusionPipeline "
                                 f"({args.repeats} runs each, {args.threads} thread(s), {result['device']})"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    save_json(args.out, result)
     return result
 
 

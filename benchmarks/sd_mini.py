@@ -24,6 +24,8 @@ from sdlearn.images import demo_image
 from sdlearn.models import load_pipeline
 from sdlearn.train import HELDOUT_SEED, psnr
 
+from common import save_json  # benchmarks/common.py (the script's own folder is on sys.path)
+
 
 def _to_tensor(imgs: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -90,8 +92,7 @@ def main() -> None:
         res.update(speed(pipe))
     print(json.dumps(res, indent=2))
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(res, indent=2) + "\n")
+        save_json(a.out, res, indent=2)
 
 
 if __name__ == "__main__":
