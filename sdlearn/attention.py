@@ -222,6 +222,14 @@ def token_maps(store: CrossAttentionStore, tokenizer: Any, prompt: str | Sequenc
     return out
 
 
+def _stretched(amap: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A token map upsampled bilinearly to (height, width) and stretched to [0, 1] (min -> 0)."""
+    m = torch.from_numpy(np.asarray(amap, np.float32))[None, None]
+    up = F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
+    lo, hi = float(up.min()), float(up.max())
+    return (up - lo) / max(hi - lo, 1e-12)
+
+
 def show_token_maps(image: Any, maps: dict[str, np.ndarray], tokens: Sequence[str] | None = None,
                     axes: Any = None, alpha: float = 0.6, title: str | None = None) -> Any:
     """The picture, then each token's map upsampled to the picture and laid over it, each map
@@ -242,11 +250,8 @@ def show_token_maps(image: Any, maps: dict[str, np.ndarray], tokens: Sequence[st
     axes[0].imshow(img)
     axes[0].set_title(title or "picture", fontsize=8)
     for ax, tok in zip(axes[1:], tokens):
-        m = torch.from_numpy(np.asarray(maps[tok], np.float32))[None, None]
-        up = F.interpolate(m, size=(img.height, img.width), mode="bilinear", align_corners=False)[0, 0]
         ax.imshow(img.convert("L"), cmap="gray")
-        lo, hi = float(up.min()), float(up.max())
-        ax.imshow((up.numpy() - lo) / max(hi - lo, 1e-12), cmap="jet", alpha=alpha, vmin=0, vmax=1)
+        ax.imshow(_stretched(maps[tok], img.height, img.width), cmap="jet", alpha=alpha, vmin=0, vmax=1)
         ax.set_title(tok, fontsize=8)
     for ax in axes:
         ax.set_xticks([])
@@ -267,10 +272,7 @@ def overlay(image: Any, amap: np.ndarray, alpha: float = 0.6) -> Any:
     from .plotting import to_pil
 
     img = to_pil(image)
-    m = torch.from_numpy(np.asarray(amap, np.float32))[None, None]
-    up = F.interpolate(m, size=(img.height, img.width), mode="bilinear", align_corners=False)[0, 0].numpy()
-    lo, hi = float(up.min()), float(up.max())
-    heat = colormaps["jet"]((up - lo) / max(hi - lo, 1e-12))[..., :3]  # (H, W, 3) in [0, 1]
+    heat = colormaps["jet"](_stretched(amap, img.height, img.width))[..., :3]  # (H, W, 3) in [0, 1]
     grey = np.asarray(img.convert("L"), np.float32)[..., None] / 255.0
     mixed = (1 - alpha) * grey + alpha * heat
     return Image.fromarray((mixed * 255).round().astype(np.uint8))

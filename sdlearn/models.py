@@ -125,10 +125,8 @@ def _load_base(key: str, base_task: str, device: torch.device, dtype: torch.dtyp
         from .architectures import tiny_components, tiny_unet
 
         if base_task == "depth":  # tiny's txt2img parts plus a UNet taking depth as a 5th channel
-            txt = _get_base(key, "txt2img", device, dtype)
-            comps = {k: txt.components[k] for k in ("vae", "text_encoder", "tokenizer", "scheduler")}
-            pipe = cls(**comps, unet=tiny_unet(in_channels=5),
-                       depth_estimator=None, feature_extractor=None)
+            pipe = with_components(_get_base(key, "txt2img", device, dtype), "depth",
+                                   unet=tiny_unet(in_channels=5))
         else:
             pipe = cls(**tiny_components(), requires_safety_checker=False)
     elif key.startswith("package:sd-mini-"):  # sd-mini's own parts + a fine-tuned, wider UNet
@@ -138,13 +136,9 @@ def _load_base(key: str, base_task: str, device: torch.device, dtype: torch.dtyp
         folder = mini_path(variant)
         if folder is None:
             raise ModelUnavailableError(f"sd-mini's {variant} UNet is not bundled in this install.")
-        txt = _get_base("package:sd-mini", "txt2img", device, dtype)
-        comps = {k: txt.components[k] for k in ("vae", "text_encoder", "tokenizer", "scheduler")}
         with _quiet_loading():  # shipped in fp16 (half the bytes), loaded as `dtype`
             unet = UNet2DConditionModel.from_pretrained(folder / "unet", dtype=dtype, use_safetensors=True)
-        extra = (dict(depth_estimator=None, feature_extractor=None) if base_task == "depth" else
-                 dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False))
-        pipe = cls(**comps, unet=unet, **extra)
+        pipe = with_components(_get_base("package:sd-mini", "txt2img", device, dtype), base_task, unet=unet)
     else:
         path = key
         if key.startswith("package:"):

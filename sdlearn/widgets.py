@@ -104,6 +104,17 @@ def guidance_explorer(pipe: Any, prompt: str = "a red circle on a blue backgroun
     return box
 
 
+def _step_png(pipe: Any, steps: Sequence[dict], i: int, key: str, size: int, cache: dict, box: Any) -> bytes:
+    """Step ``i``'s latent ``key`` (``model_input`` or ``pred_x0``) decoded to PNG bytes, first
+    image of the batch only; decoded once, then served from ``cache`` (``box.decodes`` counts)."""
+    if (i, key) not in cache:
+        lat = steps[i][key][:1].to(pipe._execution_device, pipe.vae.dtype)
+        with torch.inference_mode():
+            cache[i, key] = png_bytes(decode(pipe, lat, "pil")[0], size)
+        box.decodes += 1
+    return cache[i, key]
+
+
 def step_scrubber(pipe: Any, record: StepRecorder | Sequence[dict], size: int = 192) -> widgets.VBox:
     """Scrub through a recorded sampling run: x_t (left) and the predicted x0 (right), decoded.
 
@@ -129,12 +140,7 @@ def step_scrubber(pipe: Any, record: StepRecorder | Sequence[dict], size: int = 
     cache: dict[tuple[int, str], bytes] = {}
 
     def picture(i: int, key: str) -> bytes:
-        if (i, key) not in cache:
-            lat = steps[i][key][:1].to(pipe._execution_device, pipe.vae.dtype)  # first image only
-            with torch.inference_mode():
-                cache[i, key] = png_bytes(decode(pipe, lat, "pil")[0], size)
-            box.decodes += 1
-        return cache[i, key]
+        return _step_png(pipe, steps, i, key, size, cache, box)
 
     def show(change: Any = None) -> None:
         i = slider.value
@@ -205,11 +211,6 @@ def strength_explorer(pipe: Any, image: Any, prompt: str = "a red circle on the 
 __all__ += ["explorer"]
 
 
-def _add_class(widget: Any, name: str) -> Any:
-    widget.add_class(name)  # stable CSS hooks for the browser test (ipywidgets 7 and 8)
-    return widget
-
-
 def explorer(pipe: Any, settings: Any = None, init_image: Any = None, size: int = 256) -> widgets.VBox:
     """The playground: every sampling setting as a control, and side by side the picture, the
     step scrubber (x_t and predicted x0 of any step) and the attention map of a chosen token.
@@ -253,7 +254,7 @@ def explorer(pipe: Any, settings: Any = None, init_image: Any = None, size: int 
     token = widgets.Dropdown(options=[], description="token", layout=widgets.Layout(width=f"{small}px"))
     for w, name in ((guidance, "guidance"), (auto, "auto"), (generate, "generate"), (status, "status"),
                     (image, "picture"), (step, "step"), (attention, "attention")):
-        _add_class(w, f"sdlearn-{name}")
+        w.add_class(f"sdlearn-{name}")  # stable CSS hooks for the browser test (ipywidgets 7 and 8)
 
     def column(title: str, *children: Any) -> widgets.VBox:
         return widgets.VBox([widgets.Label(value=title), *children])
@@ -272,14 +273,8 @@ def explorer(pipe: Any, settings: Any = None, init_image: Any = None, size: int 
         r = box.result
         if state["quiet"] or r is None:
             return
-        i, cache = step.value, state["cache"]
         for key, target in (("model_input", x_t), ("pred_x0", x0)):
-            if (i, key) not in cache:
-                lat = r.steps[i][key][:1].to(ex.pipe._execution_device, ex.pipe.vae.dtype)
-                with torch.inference_mode():
-                    cache[i, key] = png_bytes(decode(ex.pipe, lat, "pil")[0], small)
-                box.decodes += 1
-            target.value = cache[i, key]
+            target.value = _step_png(ex.pipe, r.steps, step.value, key, small, state["cache"], box)
 
     def show_token(change: Any = None) -> None:
         r = box.result
