@@ -11,9 +11,18 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 @pytest.fixture(scope="session")
-def tiny_pipe():
+def quiet_pipeline():
+    """``load_pipeline`` with the per-step progress bar off (noise in test output)."""
     from sdlearn.models import load_pipeline
 
-    pipe = load_pipeline("tiny")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    def make(name: str, task: str | None = None):
+        pipe = load_pipeline(name, task=task)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(quiet_pipeline):
+    return quiet_pipeline("tiny")

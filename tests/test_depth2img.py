@@ -7,15 +7,13 @@ from PIL import Image
 from sdlearn.depth2img import as_depth, depth2img
 from sdlearn.device import make_generator
 from sdlearn.images import demo_depth, demo_image
-from sdlearn.models import load_pipeline, mini_path
+from sdlearn.models import mini_path
 from sdlearn.schedulers import make_scheduler
 
 
 @pytest.fixture(scope="module")
-def tiny_depth():
-    pipe = load_pipeline("tiny", task="depth")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def tiny_depth(quiet_pipeline):
+    return quiet_pipeline("tiny", task="depth")
 
 
 @pytest.mark.parametrize("scheduler", ["pndm", "euler", "ddim"])
@@ -68,11 +66,10 @@ needs_mini_depth = pytest.mark.skipif(mini_path("depth") is None, reason="sd-min
 
 
 @needs_mini_depth
-def test_mini_depth_keeps_structure_and_follows_the_prompt():
+def test_mini_depth_keeps_structure_and_follows_the_prompt(quiet_pipeline):
     from sdlearn.scoring import analyse
 
-    pipe = load_pipeline("mini-depth")
-    pipe.set_progress_bar_config(disable=True)
+    pipe = quiet_pipeline("mini-depth")
     assert pipe.unet.config.in_channels == 5 and pipe.unet.dtype == torch.float32
     image, depth = demo_image("world"), demo_depth("world")
     near = depth > 0.5  # the objects stand out of the floor

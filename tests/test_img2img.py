@@ -24,10 +24,8 @@ PROMPT = "a red circle on the right"
 
 
 @pytest.fixture
-def pipe(tiny_pipe):
-    p = load_pipeline("tiny", task="img2img")  # shares tiny_pipe's modules, not its scheduler slot
-    p.set_progress_bar_config(disable=True)
-    return p
+def pipe(quiet_pipeline):
+    return quiet_pipeline("tiny", task="img2img")  # shares tiny's modules, not its scheduler slot
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,8 @@ PROMPT = "a red circle on the right"
 
 
 @pytest.fixture
-def pipe4(tiny_pipe):
-    p = load_pipeline("tiny", task="inpaint")  # shares tiny_pipe's modules, not its scheduler slot
-    p.set_progress_bar_config(disable=True)
-    return p
+def pipe4(quiet_pipeline):
+    return quiet_pipeline("tiny", task="inpaint")  # shares tiny's modules, not its scheduler slot
 
 
 @pytest.fixture(scope="module")
