@@ -55,18 +55,18 @@ notebooks: setup
 # The full sd-mini recipe (about 2 h on 2 CPU cores: vae-ft may run beside latents+unet, since the
 # frozen encoder keeps the cached latents valid); resumable: re-run to continue.
 sd-mini: setup
-	$(PY) -m sdlearn.train vae --steps 5000 --threads 2
-	$(PY) -m sdlearn.train latents --n 50000 --threads 2
-	$(PY) -m sdlearn.train unet --steps 5000 --threads 2
-	$(PY) -m sdlearn.train export
+	$(PY) -m sdlearn.mini.recipe vae --steps 5000 --threads 2
+	$(PY) -m sdlearn.mini.recipe latents --n 50000 --threads 2
+	$(PY) -m sdlearn.mini.recipe unet --steps 5000 --threads 2
+	$(PY) -m sdlearn.mini.recipe export
 
 # sd-mini's depth (5-channel) and inpainting (9-channel) UNets, fine-tuned from the shipped
 # weights' checkpoints in data/train-work (about 30 min each on one CPU core; resumable).
 sd-mini-variants: setup
 	for v in depth inpaint; do \
-		$(PY) -m sdlearn.finetune prepare $$v --threads 1 && \
-		$(PY) -m sdlearn.finetune train $$v --steps 3000 --threads 1 && \
-		$(PY) -m sdlearn.finetune export $$v || exit 1; \
+		$(PY) -m sdlearn.mini.variants prepare $$v --threads 1 && \
+		$(PY) -m sdlearn.mini.variants train $$v --steps 3000 --threads 1 && \
+		$(PY) -m sdlearn.mini.variants export $$v || exit 1; \
 	done
 
 bench: setup

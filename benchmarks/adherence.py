@@ -1,7 +1,7 @@
 """Prompt adherence of a text-to-image model on held-out world prompts, across guidance and steps.
 
-Generates one picture per held-out prompt (``sdlearn.scoring.eval_prompts``, world seed 999) for
-every setting and reads it back with the deterministic checker in ``sdlearn.scoring``: how often
+Generates one picture per held-out prompt (``sdlearn.mini.scoring.eval_prompts``, world seed 999) for
+every setting and reads it back with the deterministic checker in ``sdlearn.mini.scoring``: how often
 the asked colour, shape and background appear. Prompt ``i`` always gets seed ``--seed + i``, so
 every setting starts from the same noise and the settings are compared picture for picture.
 
@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from sdlearn import scoring, world  # noqa: E402  (installed with `make setup` / `pip install -e .`)
+from sdlearn.mini import scoring, world  # noqa: E402  (installed with `make setup` / `pip install -e .`)
 
 from common import save_json  # benchmarks/common.py (the script's own folder is on sys.path)
 

@@ -4,7 +4,7 @@ Held-out scenes of sd-mini's world (seed 999) with one object. Each is edited by
 asks for *other colours* (object and background) with the same shape; one seed per scene.
 
 * **depth** (strength 1.0, the scene's depth map): ``mini-depth`` vs ``img2img`` with sd-mini's
-  ordinary UNet at the same strength. Figures: colour/background as asked (``sdlearn.scoring``),
+  ordinary UNet at the same strength. Figures: colour/background as asked (``sdlearn.mini.scoring``),
   and ``structure_iou`` — the layout kept (IoU of the picture's foreground with the depth's near
   region; the ground-truth renders score ~0.95).
 * **inpaint** (mask = the object's own mask grown to whole 8x8 blocks, and as drawn; background
@@ -35,7 +35,7 @@ from common import ROOT, save_json  # benchmarks/common.py (the script's own fol
 def scenes(n: int, seed: int = 999) -> list:
     """``n`` one-object held-out samples and two prompts with another object colour: with another
     background too (for depth2img) and with the scene's own background (for inpainting)."""
-    from sdlearn import world
+    from sdlearn.mini import world
 
     out, i = [], 0
     while len(out) < n:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     from sdlearn.latents import encode
     from sdlearn.models import load_pipeline
     from sdlearn.sampling import decode
-    from sdlearn.scoring import score
+    from sdlearn.mini.scoring import score
 
     pipes = {k: load_pipeline(m, task=t) for k, (m, t) in {
         "img2img": ("mini", "img2img"), "depth": ("mini-depth", None),

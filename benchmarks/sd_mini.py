@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdlearn import world
+from sdlearn.mini import world
 from sdlearn.device import make_generator
 from sdlearn.images import demo_image
 from sdlearn.models import load_pipeline
-from sdlearn.train import HELDOUT_SEED, psnr
+from sdlearn.mini.recipe import HELDOUT_SEED, psnr
 
 from common import save_json  # benchmarks/common.py (the script's own folder is on sys.path)
 

@@ -7,7 +7,7 @@ The course runs offline, so instead of downloading the CompVis sample pictures (
   ``astronaut`` (NASA, public domain), centre-cropped and resized to 512x512.
 * ``cat_mask.png``: our own inpainting mask (white = repaint) over the cat's eyes and nose.
 * ``world_scene.png`` / ``world_mask.png`` / ``world_depth.png``: one 64x64 sample of
-  ``sdlearn.world`` (the sd-mini training world), for cheap inpainting and depth demos.
+  ``sdlearn.mini.world`` (the sd-mini training world), for cheap inpainting and depth demos.
 
 Usage: ``python scripts/make_demo_images.py`` from the repository root.
 """
@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # so the script works before sdlearn is pip-installed
-from sdlearn import world  # noqa: E402
+from sdlearn.mini import world  # noqa: E402
 
 OUT = ROOT / "sdlearn" / "data" / "images"
 SIZE = 512

@@ -1,6 +1,7 @@
-"""Component configs: sd-mini (trained here) and tiny (random weights, SD 1.5 interface sizes).
+"""SD 1.5's component classes at any size: the builders, SD 1.5's scheduler config and tokenizer,
+and ``tiny`` (random weights, SD 1.5 interface sizes). sd-mini's sizes are ``sdlearn.mini.configs``.
 
-Both use exactly the diffusers/transformers classes of Stable Diffusion 1.5 — AutoencoderKL,
+All use exactly the diffusers/transformers classes of Stable Diffusion 1.5 — AutoencoderKL,
 CLIPTextModel + CLIPTokenizer, UNet2DConditionModel, PNDMScheduler — only smaller.
 
 Introduced in notebooks/00_quick_tour.ipynb.
@@ -11,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 BOS, EOS = 49406, 49407
@@ -43,14 +44,14 @@ def load_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(tokenizer_dir(), model_max_length=77)
 
 
-def _text_config(hidden: int, layers: int, heads: int, mlp: int) -> CLIPTextConfig:
+def text_config(hidden: int, layers: int, heads: int, mlp: int) -> CLIPTextConfig:
     return CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=mlp,
                           num_hidden_layers=layers, num_attention_heads=heads,
                           max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=hidden,
                           bos_token_id=BOS, eos_token_id=EOS, pad_token_id=EOS)
 
 
-def _vae(channels: tuple[int, ...], groups: int, sample_size: int) -> AutoencoderKL:
+def vae_from(channels: tuple[int, ...], groups: int, sample_size: int) -> AutoencoderKL:
     # Four blocks -> three downsamplings -> a factor of 2**3 = 8, and 4 latent channels, as SD 1.5.
     return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
                          up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=channels,
@@ -58,7 +59,7 @@ def _vae(channels: tuple[int, ...], groups: int, sample_size: int) -> Autoencode
                          sample_size=sample_size)
 
 
-def _unet(channels: tuple[int, ...], cross_dim: int, sample_size: int, layers: int, heads: int,
+def unet_from(channels: tuple[int, ...], cross_dim: int, sample_size: int, layers: int, heads: int,
           in_channels: int = 4) -> UNet2DConditionModel:
     n = len(channels)
     return UNet2DConditionModel(
@@ -68,39 +69,9 @@ def _unet(channels: tuple[int, ...], cross_dim: int, sample_size: int, layers: i
         attention_head_dim=heads, norm_num_groups=min(32, channels[0] // 2))
 
 
-def mini_scheduler() -> DDIMScheduler:
-    """sd-mini's scheduler: DDIM over SD 1.5's exact noise schedule (as SD's inpainting release).
-
-    Why not SD 1.5's PNDM? Measured (benchmarks/results/adherence.json): PNDM's 4-step
-    linear-multistep extrapolation overshoots on sd-mini at guidance >= 4, because a caption
-    explains almost all of a world picture, so the guided noise prediction changes fast between
-    steps; DDIM, Euler and DPM-Solver++ don't. Notebook 05 shows it.
-
-    Introduced in notebooks/05_schedulers.ipynb.
-    """
-    return DDIMScheduler.from_config(SD15_SCHEDULER)
-
-
-def mini_components(seed: int = 0) -> dict:
-    """Freshly initialised sd-mini components (the shapes the shipped weights fill).
-
-    64x64 pictures -> 4x8x8 latents; a 2-layer CLIP text encoder of width 48 over the full
-    49,408-token vocabulary; a two-level cross-attention UNet. Sizes were chosen by measurement
-    (seconds per training step on 2 CPU cores) under a 30 MB budget for the shipped weights.
-    """
-    torch.manual_seed(seed)
-    return {
-        "vae": _vae((32, 64, 64, 64), groups=16, sample_size=64),
-        "text_encoder": CLIPTextModel(_text_config(hidden=48, layers=2, heads=4, mlp=192)),
-        "tokenizer": load_tokenizer(),
-        "unet": _unet((64, 96), cross_dim=48, sample_size=8, layers=1, heads=4),
-        "scheduler": mini_scheduler(),
-    }
-
-
 def tiny_unet(in_channels: int = 4) -> UNet2DConditionModel:
     """The tiny UNet alone; ``in_channels=5`` takes a depth map as an extra channel (depth2img)."""
-    return _unet((32, 64), cross_dim=768, sample_size=8, layers=1, heads=8, in_channels=in_channels)
+    return unet_from((32, 64), cross_dim=768, sample_size=8, layers=1, heads=8, in_channels=in_channels)
 
 
 def tiny_components(seed: int = 0) -> dict:
@@ -114,8 +85,8 @@ def tiny_components(seed: int = 0) -> dict:
     """
     torch.manual_seed(seed)
     return {
-        "vae": _vae((8, 16, 16, 16), groups=8, sample_size=512),
-        "text_encoder": CLIPTextModel(_text_config(hidden=768, layers=1, heads=12, mlp=64)),
+        "vae": vae_from((8, 16, 16, 16), groups=8, sample_size=512),
+        "text_encoder": CLIPTextModel(text_config(hidden=768, layers=1, heads=12, mlp=64)),
         "tokenizer": load_tokenizer(),
         "unet": tiny_unet(),
         "scheduler": sd15_scheduler(),

@@ -25,13 +25,27 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from .finetune import depth_condition
 from .img2img import check_image_args, start_latents
 from .sampling import Callback, decode, denoise, encode_text
 
 __all__ = ["as_depth", "check_depth_unet", "depth2img", "depth_condition", "structure_iou"]
+
+
+def depth_condition(depth: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) depth -> (B, 1, h, w) in [-1, 1], exactly as ``prepare_depth_map`` in diffusers'
+    ``StableDiffusionDepth2ImgPipeline`` does with a supplied ``depth_map``: bicubic resize to the
+    latent grid, then a per-image min-max stretch (so only *relative* depth matters).
+
+    Introduced in notebooks/08_depth2img.ipynb.
+    """
+    if depth.ndim != 3:
+        raise ValueError(f"depth must be (B, H, W), got shape {tuple(depth.shape)}")
+    d = F.interpolate(depth.unsqueeze(1).float(), size=latent_hw, mode="bicubic", align_corners=False)
+    lo, hi = d.amin(dim=(1, 2, 3), keepdim=True), d.amax(dim=(1, 2, 3), keepdim=True)
+    return 2.0 * (d - lo) / (hi - lo) - 1.0
 
 
 def as_depth(depth: Any, size: tuple[int, int] | None = None) -> torch.Tensor:

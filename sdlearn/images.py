@@ -152,7 +152,7 @@ def _open_packaged(filename: str) -> Image.Image:
 
 def demo_image(name: str = "cat") -> Image.Image:
     """A bundled demo picture as RGB: ``"cat"`` and ``"astronaut"`` (512x512, photos) or
-    ``"world"`` (64x64, a sample of ``sdlearn.world``: "a blue circle on the right, yellow
+    ``"world"`` (64x64, a sample of ``sdlearn.mini.world``: "a blue circle on the right, yellow
     background"). Sources and licences: ``sdlearn/data/images/LICENSE.md``.
 
     Introduced in notebooks/00_quick_tour.ipynb.

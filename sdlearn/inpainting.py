@@ -24,7 +24,7 @@ Introduced in notebooks/07_inpainting.ipynb.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,7 @@ from .img2img import as_rgb, check_strength, encode_image, start_timesteps
 from .latents import psnr, to_vae_input
 from .sampling import Callback, check_args, decode, denoise, encode_text
 
-__all__ = ["as_mask", "mask_tensors", "block_mask", "unet_kind", "KnownRegionBlend", "inpaint",
+__all__ = ["as_mask", "mask_tensors", "inpaint_condition", "block_mask", "unet_kind", "KnownRegionBlend", "inpaint",
            "random_inpainting_pipeline", "psnr_outside"]
 
 
@@ -101,6 +101,25 @@ def mask_tensors(mask: Image.Image, batch: int, latent_hw: tuple[int, int]
     m = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None, None]
     m = (m >= 0.5).to(torch.float32).repeat(batch, 1, 1, 1)
     return m, F.interpolate(m, size=latent_hw)
+
+
+def inpaint_condition(pixels: torch.Tensor, mask: torch.Tensor,
+                      encode: Callable[[torch.Tensor], torch.Tensor], vae_scale_factor: int) -> torch.Tensor:
+    """The 5 extra input channels of a 9-channel inpainting UNet, ``cat([mask, masked latents])``.
+
+    ``pixels`` (B, 3, H, W) in [-1, 1] and a binary ``mask`` (B, 1, H, W) (1 = repaint) give
+    (B, 5, H/f, W/f) with f = ``vae_scale_factor``: the mask shrunk with ``F.interpolate``'s
+    default *nearest* mode, then the latents of the masked picture (repainted pixels set to 0,
+    grey), as diffusers' ``prepare_mask_latents`` builds them. ``encode`` maps (B, 3, H, W)
+    pixels to scaled latents: ``inpaint`` samples the VAE's distribution with the pipeline's
+    generator; training uses its mean.
+
+    Introduced in notebooks/07_inpainting.ipynb.
+    """
+    h, w = pixels.shape[-2] // vae_scale_factor, pixels.shape[-1] // vae_scale_factor
+    masked_latents = encode(pixels * (mask < 0.5))  # (B, 4, H/f, W/f)
+    small = F.interpolate(mask.float(), size=(h, w))  # (B, 1, H/f, W/f), nearest, as the pipeline
+    return torch.cat([small.to(masked_latents), masked_latents], dim=1)
 
 
 def block_mask(mask: Any, factor: int = 8) -> Image.Image:
@@ -202,14 +221,14 @@ def inpaint(pipe: Any, prompt: str | Sequence[str], image: Any, mask: Any, stren
             x = scheduler.add_noise(z0, noise, timesteps[:1].repeat(batch))
         # 3: the masked picture's latents (grey, 0, where it will be repainted). The 9-channel
         # UNet reads them; the pipeline encodes them for re-blending too, so we draw them as well.
-        masked = encode_image(pipe, pixels * (m_pix < 0.5), generator)
+        extra = inpaint_condition(pixels, m_pix, lambda x: encode_image(pipe, x, generator), f)
         if kind == "blend":
             hook = KnownRegionBlend(scheduler, z0, noise, m_lat, timesteps)
             x = denoise(pipe, x, embeds, guidance_scale, start_step=t_start, generator=generator,
                         eta=eta, callback=callback, step_hook=hook)
         else:
             x = denoise(pipe, x, embeds, guidance_scale, start_step=t_start, generator=generator,
-                        eta=eta, callback=callback, extra_channels=torch.cat([m_lat, masked], 1))
+                        eta=eta, callback=callback, extra_channels=extra)
         images = decode(pipe, x, output_type)
     pipe.maybe_free_model_hooks()
     return images

@@ -8,7 +8,7 @@ import torch
 from diffusers import StableDiffusionInpaintPipeline
 from PIL import Image
 
-from sdlearn.architectures import _unet
+from sdlearn.architectures import unet_from
 from sdlearn.device import make_generator
 from sdlearn.images import demo_image, demo_mask
 from sdlearn.img2img import encode_image
@@ -239,7 +239,7 @@ def test_parity_on_sd_mini(world, channels):
         c = pipe.unet.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            unet = _unet(tuple(c.block_out_channels), c.cross_attention_dim, c.sample_size,
+            unet = unet_from(tuple(c.block_out_channels), c.cross_attention_dim, c.sample_size,
                          c.layers_per_block, c.attention_head_dim, in_channels=9)
         pipe = StableDiffusionInpaintPipeline(**{**pipe.components, "unet": unet},
                                               requires_safety_checker=False)

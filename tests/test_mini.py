@@ -1,12 +1,12 @@
 """sd-mini, the bundled model: loads from package data, is deterministic and obeys prompts.
 
-Picture content is checked with the deterministic scorer (sdlearn.scoring), never by eye.
+Picture content is checked with the deterministic scorer (sdlearn.mini.scoring), never by eye.
 """
 import numpy as np
 import pytest
 from diffusers import StableDiffusionPipeline
 
-from sdlearn import scoring
+from sdlearn.mini import scoring
 from sdlearn.device import make_generator
 from sdlearn.models import is_trained, load_pipeline, mini_path
 

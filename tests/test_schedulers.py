@@ -1,4 +1,4 @@
-"""Scheduler swapping by name, the noise schedule, and steps-vs-quality rows."""
+"""Scheduler swapping by name, the noise schedule, ."""
 import math
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 from sdlearn.device import make_generator
 from sdlearn.sampling import sample
 from sdlearn.schedulers import (SCHEDULERS, available_schedulers, describe, make_scheduler,
-                                noise_schedule, steps_vs_quality)
+                                noise_schedule)
 
 
 
@@ -81,15 +81,3 @@ def test_more_schedulers_match_pipeline(pipe, name):
     theirs = pipe("a blue square", generator=make_generator(1), **kw).images
     ours = sample(pipe, "a blue square", generator=make_generator(1), **kw)
     assert np.abs(ours - theirs).max() <= 1e-5
-
-
-def test_steps_vs_quality_rows(pipe):
-    before = pipe.scheduler
-    rows = steps_vs_quality(pipe, ["euler", "heun"], [2], ["a red circle", "a blue star"],
-                            batch_size=2)
-    assert pipe.scheduler is before
-    assert [(r["scheduler"], r["steps"], r["unet_calls"]) for r in rows] == [("euler", 2, 2),
-                                                                            ("heun", 2, 3)]
-    for r in rows:
-        assert 0 <= r["colour"] <= 1 and 0 <= r["shape"] <= 1 and r["seconds_per_image"] > 0
-    assert torch.is_grad_enabled()

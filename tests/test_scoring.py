@@ -5,8 +5,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from sdlearn import scoring, world
-from sdlearn.world import PALETTE, Scene, WorldObject
+import torch
+
+from sdlearn.mini import scoring, world
+from sdlearn.mini.world import PALETTE, Scene, WorldObject
 
 
 def _degrade(image: np.ndarray, i: int) -> np.ndarray:
@@ -99,3 +101,16 @@ def test_adherence_with_perfect_and_batched_generators() -> None:
     res = scoring.adherence(flat, prompts, batch_size=5)
     assert res["n"] == 12 and res["colour"] == 0.0 and res["shape"] == 0.0
     assert [r["seed"] for r in res["rows"]] == list(range(12))
+
+
+def test_steps_vs_quality_rows(tiny_pipe):
+    pipe = tiny_pipe
+    before = pipe.scheduler
+    rows = scoring.steps_vs_quality(pipe, ["euler", "heun"], [2], ["a red circle", "a blue star"],
+                            batch_size=2)
+    assert pipe.scheduler is before
+    assert [(r["scheduler"], r["steps"], r["unet_calls"]) for r in rows] == [("euler", 2, 2),
+                                                                            ("heun", 2, 3)]
+    for r in rows:
+        assert 0 <= r["colour"] <= 1 and 0 <= r["shape"] <= 1 and r["seconds_per_image"] > 0
+    assert torch.is_grad_enabled()

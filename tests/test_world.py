@@ -1,6 +1,6 @@
 import numpy as np
 
-from sdlearn import world
+from sdlearn.mini import world
 
 
 def test_sample_is_a_pure_function_of_seed_and_index():

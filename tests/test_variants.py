@@ -5,7 +5,9 @@ import pytest
 import torch
 from diffusers import StableDiffusionDepth2ImgPipeline, StableDiffusionInpaintPipeline, UNet2DConditionModel
 
-from sdlearn import finetune, train, world
+from sdlearn.depth2img import depth_condition
+from sdlearn.inpainting import inpaint_condition
+from sdlearn.mini import recipe, variants, world
 from sdlearn.architectures import tiny_components
 
 
@@ -14,29 +16,30 @@ def test_depth_condition_is_the_pipelines(tiny_pipe):
     comps = {k: tiny_pipe.components[k] for k in ("vae", "text_encoder", "tokenizer", "scheduler", "unet")}
     pipe = StableDiffusionDepth2ImgPipeline(**comps, depth_estimator=None, feature_extractor=None)
     ref = pipe.prepare_depth_map(torch.zeros(1, 3, 64, 64), depth, 2, False, torch.float32, torch.device("cpu"))
-    ours = finetune.depth_condition(depth, (8, 8))
+    ours = depth_condition(depth, (8, 8))
     assert torch.equal(ours, ref) and ours.amin() == -1 and ours.amax() == 1
     with pytest.raises(ValueError, match="B, H, W"):
-        finetune.depth_condition(depth[0], (8, 8))
+        depth_condition(depth[0], (8, 8))
 
 
 def test_inpaint_condition_is_the_pipelines():
-    comps = tiny_components()
-    pipe = StableDiffusionInpaintPipeline(**comps)
+    """Against diffusers' own ``prepare_mask_latents``, with the pipeline's masked picture and the
+    same generator: the mask channel and the masked-picture latents agree exactly."""
+    pipe = StableDiffusionInpaintPipeline(**tiny_components())
     image = torch.rand(2, 3, 64, 64) * 2 - 1
     mask = (torch.rand(2, 1, 64, 64) > 0.5).float()
-    sf = pipe.vae.config.scaling_factor
-    ours = finetune.inpaint_condition(image, mask, pipe.vae, sf)
-    # The pipeline samples the encoder's Gaussian; with the mean both agree exactly.
-    m_ref = torch.nn.functional.interpolate(mask, size=(8, 8))
-    lat_ref = pipe.vae.encode(image * (mask < 0.5)).latent_dist.mean * sf
+    ref_mask, ref_lat = pipe.prepare_mask_latents(mask, image * (mask < 0.5), 2, 64, 64, torch.float32,
+                                                  torch.device("cpu"), torch.Generator().manual_seed(3), False)
+    gen = torch.Generator().manual_seed(3)
+    ours = inpaint_condition(image, mask, lambda x: pipe._encode_vae_image(x, generator=gen),
+                             pipe.vae_scale_factor)
     assert ours.shape == (2, 5, 8, 8)
-    assert torch.equal(ours[:, :1], m_ref) and torch.allclose(ours[:, 1:], lat_ref)
+    assert torch.equal(ours[:, :1], ref_mask) and torch.equal(ours[:, 1:], ref_lat)
 
 
 def test_widen_conv_in_keeps_predictions():
     unet = tiny_components()["unet"]
-    wide = finetune.widen_conv_in(unet, 5)
+    wide = variants.widen_conv_in(unet, 5)
     assert wide.config.in_channels == 9 and wide.conv_in.weight.shape[1] == 9
     x, c = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 768)
     with torch.no_grad():
@@ -48,29 +51,29 @@ def test_widen_conv_in_keeps_predictions():
 def test_training_masks_mix():
     rng = np.random.default_rng(0)
     s = world.sample(1, 0)
-    kinds = [finetune.training_mask(s, i, rng) for i in range(4)]
+    kinds = [variants.training_mask(s, i, rng) for i in range(4)]
     assert np.array_equal(kinds[0], (s.mask > 0).astype(np.float32)) and kinds[3].all()
     assert 0 < kinds[2].mean() < 1 and set(np.unique(kinds[2])) == {0.0, 1.0}
 
 
 def test_unknown_variant():
     with pytest.raises(ValueError, match="variant"):
-        finetune.prepare(variant="colour")
+        variants.prepare(variant="colour")
 
 
 @pytest.mark.parametrize("variant", ["depth", "inpaint"])
 def test_stages_at_toy_scale(tmp_path, variant):
-    train.train_vae(tmp_path, steps=1, batch=2, photo_frac=0.0)
-    train.encode_world(tmp_path, n=6, batch=3, progress=False)
-    train.train_unet(tmp_path, steps=1, batch=2, progress=False)
-    finetune.prepare(tmp_path, variant, batch=4, progress=False)
+    recipe.train_vae(tmp_path, steps=1, batch=2, photo_frac=0.0)
+    recipe.encode_world(tmp_path, n=6, batch=3, progress=False)
+    recipe.train_unet(tmp_path, steps=1, batch=2, progress=False)
+    variants.prepare(tmp_path, variant, batch=4, progress=False)
     cond = torch.load(tmp_path / f"cond_{variant}.pt", weights_only=False)["cond"]
-    assert cond.shape == (6, finetune.EXTRA_CHANNELS[variant], 8, 8) and cond.dtype == torch.float16
-    finetune.train(tmp_path, variant, steps=2, batch=2, ckpt_every=1, progress=False)
+    assert cond.shape == (6, variants.EXTRA_CHANNELS[variant], 8, 8) and cond.dtype == torch.float16
+    variants.train(tmp_path, variant, steps=2, batch=2, ckpt_every=1, progress=False)
     st = torch.load(tmp_path / f"unet_{variant}.pt", weights_only=False)
     assert st["step"] == 2
-    finetune.train(tmp_path, variant, steps=3, batch=2, progress=False)  # resumes at 2
+    variants.train(tmp_path, variant, steps=3, batch=2, progress=False)  # resumes at 2
     assert [r["step"] for r in torch.load(tmp_path / f"unet_{variant}.pt", weights_only=False)["log"]] == [0, 1, 2]
-    out = finetune.export(tmp_path, variant, out=tmp_path / "out")
+    out = variants.export(tmp_path, variant, out=tmp_path / "out")
     unet = UNet2DConditionModel.from_pretrained(out / "unet", dtype=torch.float32)
-    assert unet.config.in_channels == 4 + finetune.EXTRA_CHANNELS[variant] and unet.dtype == torch.float32
+    assert unet.config.in_channels == 4 + variants.EXTRA_CHANNELS[variant] and unet.dtype == torch.float32

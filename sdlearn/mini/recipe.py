@@ -3,10 +3,10 @@
 The recipe that made the shipped model is ``make sd-mini`` (see sdlearn/data/sd-mini/README.md);
 every stage checkpoints to ``--work`` and resumes from there, so an interrupted run loses little.
 
-    python -m sdlearn.train vae     --steps 6000   # AutoencoderKL on world images + photo crops
-    python -m sdlearn.train latents --n 60000      # encode the training world once
-    python -m sdlearn.train unet    --steps 8000   # CLIPTextModel + UNet2DConditionModel, CFG dropout
-    python -m sdlearn.train export                 # diffusers folder -> sdlearn/data/sd-mini
+    python -m sdlearn.mini.recipe vae     --steps 6000   # AutoencoderKL on world images + photo crops
+    python -m sdlearn.mini.recipe latents --n 60000      # encode the training world once
+    python -m sdlearn.mini.recipe unet    --steps 8000   # CLIPTextModel + UNet2DConditionModel, CFG dropout
+    python -m sdlearn.mini.recipe export                 # diffusers folder -> sdlearn/data/sd-mini
 
 Introduced in notebooks/11_training_sd_mini.ipynb.
 """
@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import world
-from .architectures import mini_components
+from ..latents import psnr
+from .configs import mini_components
 
 TRAIN_SEED, HELDOUT_SEED = 1, 999  # world seeds: training data vs evaluation prompts
 DEFAULT_WORK = Path("data/train-work")
@@ -66,12 +67,6 @@ def vae_batch(rng: np.random.Generator, step: int, batch: int, crop: int, photos
     if rng.random() < 0.5:  # horizontal flip: free augmentation for the photos and shapes alike
         arr = arr[:, :, ::-1]
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two image batches in [-1, 1] (computed on the [0, 1] scale)."""
-    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2).mean().item()
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -209,7 +204,7 @@ def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250, pr
 def noise_scheduler():
     from diffusers import DDPMScheduler
 
-    from .architectures import SD15_SCHEDULER
+    from ..architectures import SD15_SCHEDULER
 
     keys = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "prediction_type")
     return DDPMScheduler(**{k: SD15_SCHEDULER[k] for k in keys})
@@ -242,7 +237,7 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, input_ids: torch.T
 def ema_update_step(opt, params: list, loss: torch.Tensor, ema: list, ema_decay: float, log: list,
                     step: int, bar) -> None:
     """One optimiser step (gradients clipped to norm 1), the EMA update and the log line: shared
-    by the UNet training here and the fine-tunes of ``sdlearn.finetune``."""
+    by the UNet training here and the fine-tunes of ``sdlearn.mini.variants``."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -306,7 +301,7 @@ def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = T
 
     from diffusers import StableDiffusionPipeline
 
-    out = Path(out) if out else Path(__file__).parent / "data" / "sd-mini"
+    out = Path(out) if out else Path(__file__).parent.parent / "data" / "sd-mini"
     comps = mini_components()
     comps["vae"] = load_vae(work)
     data = torch.load(work / "latents.pt", weights_only=False)
@@ -326,7 +321,7 @@ def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = T
     pipe.save_pretrained(out, safe_serialization=True)
     # Ship the tokenizer as the same vocab.json + merges.txt (+ the CLIP licence) as the package's
     # own copy: 1.5 MB instead of a 3.6 MB tokenizer.json, and it loads with any transformers.
-    from .architectures import tokenizer_dir
+    from ..architectures import tokenizer_dir
 
     shutil.rmtree(out / "tokenizer")
     shutil.copytree(tokenizer_dir(), out / "tokenizer")
@@ -338,7 +333,7 @@ def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = T
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m sdlearn.train", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sdlearn.mini.recipe", description=__doc__.split("\n")[0])
     p.add_argument("stage", choices=["vae", "vae-ft", "latents", "unet", "export"])
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
     p.add_argument("--steps", type=int, default=None)

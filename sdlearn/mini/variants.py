@@ -12,9 +12,9 @@ inpaint    5: the mask at latent size (1 = repaint) + latents of the         Inp
            masked picture (masked pixels set to 0 = grey)
 =========  ===============================================================  ==================
 
-    python -m sdlearn.finetune prepare depth     # conditions for the cached training latents
-    python -m sdlearn.finetune train depth --steps 3000
-    python -m sdlearn.finetune export depth      # -> sdlearn/data/sd-mini-depth/unet
+    python -m sdlearn.mini.variants prepare depth     # conditions for the cached training latents
+    python -m sdlearn.mini.variants train depth --steps 3000
+    python -m sdlearn.mini.variants export depth      # -> sdlearn/data/sd-mini-depth/unet
 
 The text encoder, VAE, tokenizer and scheduler stay sd-mini's own, so a variant ships as a UNet only.
 
@@ -29,47 +29,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from tqdm.auto import tqdm
 
+from ..depth2img import depth_condition
+from ..inpainting import inpaint_condition
 from . import world
-from .train import (DEFAULT_WORK, TRAIN_SEED, _lr, _save, diffusion_loss, ema_update_step, load_vae,
+from .recipe import (DEFAULT_WORK, TRAIN_SEED, _lr, _save, diffusion_loss, ema_update_step, load_vae,
                     noise_scheduler, plot_losses)
 
 EXTRA_CHANNELS = {"depth": 1, "inpaint": 5}
+VAE_FACTOR = 8  # sd-mini's VAE: four blocks, three downsamplings
 
 
 def _check_variant(variant: str) -> None:
     if variant not in EXTRA_CHANNELS:
         raise ValueError(f"variant must be one of {list(EXTRA_CHANNELS)}, got {variant!r}")
-
-
-def depth_condition(depth: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
-    """(B, H, W) depth -> (B, 1, h, w) in [-1, 1], exactly as ``prepare_depth_map`` in diffusers'
-    ``StableDiffusionDepth2ImgPipeline`` does with a supplied ``depth_map``: bicubic resize to the
-    latent grid, then a per-image min-max stretch (so only *relative* depth matters).
-
-    Introduced in notebooks/08_depth2img.ipynb.
-    """
-    if depth.ndim != 3:
-        raise ValueError(f"depth must be (B, H, W), got shape {tuple(depth.shape)}")
-    d = F.interpolate(depth.unsqueeze(1).float(), size=latent_hw, mode="bicubic", align_corners=False)
-    lo, hi = d.amin(dim=(1, 2, 3), keepdim=True), d.amax(dim=(1, 2, 3), keepdim=True)
-    return 2.0 * (d - lo) / (hi - lo) - 1.0
-
-
-def inpaint_condition(image: torch.Tensor, mask: torch.Tensor, vae, scaling_factor: float) -> torch.Tensor:
-    """(B, 3, H, W) picture in [-1, 1] and (B, 1, H, W) binary mask -> (B, 5, H/8, W/8):
-    ``cat([mask at latent size, latents of the masked picture])`` as the 9-channel UNet sees them
-    (diffusers' ``prepare_mask_latents``: nearest resize, ``image * (mask < 0.5)``).
-
-    Introduced in notebooks/07_inpainting.ipynb.
-    """
-    h, w = image.shape[-2] // 8, image.shape[-1] // 8
-    small = F.interpolate(mask.float(), size=(h, w))  # nearest, as the pipeline
-    masked = image * (mask < 0.5)
-    return torch.cat([small, vae.encode(masked).latent_dist.mean * scaling_factor], dim=1)
 
 
 def training_mask(sample: world.Sample, index: int, rng: np.random.Generator) -> np.ndarray:
@@ -105,7 +80,9 @@ def prepare(work: Path = DEFAULT_WORK, variant: str = "depth", batch: int = 250,
             rng = np.random.default_rng([TRAIN_SEED, start, 9])
             img = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 127.5 - 1
             m = np.stack([training_mask(s, start + k, rng) for k, s in enumerate(samples)])
-            out.append(inpaint_condition(img, torch.from_numpy(m)[:, None], vae, 1.0 / data["std"]))
+            sf = 1.0 / data["std"]
+            out.append(inpaint_condition(img, torch.from_numpy(m)[:, None],
+                                         lambda x: vae.encode(x).latent_dist.mean * sf, VAE_FACTOR))
     path = work / f"cond_{variant}.pt"
     _save(path, cond=torch.cat(out).half())  # half precision: 50k x 5 x 8 x 8 stays small
     return path
@@ -129,7 +106,7 @@ def widen_conv_in(unet: UNet2DConditionModel, extra: int) -> UNet2DConditionMode
 
 def _base_unet_and_text(work: Path):
     """sd-mini's UNet and text encoder with the EMA weights that were exported."""
-    from .architectures import mini_components
+    from .configs import mini_components
 
     comps = mini_components()
     unet, te = comps["unet"], comps["text_encoder"]
@@ -144,7 +121,7 @@ def _base_unet_and_text(work: Path):
 def train(work: Path = DEFAULT_WORK, variant: str = "depth", steps: int = 3000, batch: int = 64,
           lr: float = 3e-4, cond_drop: float = 0.1, ema_decay: float = 0.998, ckpt_every: int = 250,
           seed: int = 0, progress: bool = True) -> Path:
-    """Fine-tune the widened UNet (text encoder frozen) with the same loss as ``train.train_unet``."""
+    """Fine-tune the widened UNet (text encoder frozen) with the same loss as ``recipe.train_unet``."""
     _check_variant(variant)
     data = torch.load(work / "latents.pt", weights_only=False)
     latents = data["latents"] / data["std"]
@@ -185,7 +162,7 @@ def export(work: Path = DEFAULT_WORK, variant: str = "depth", out: Path | None =
     import shutil
 
     _check_variant(variant)
-    out = Path(out) if out else Path(__file__).parent / "data" / f"sd-mini-{variant}"
+    out = Path(out) if out else Path(__file__).parent.parent / "data" / f"sd-mini-{variant}"
     base, _ = _base_unet_and_text(work)
     unet = widen_conv_in(base, EXTRA_CHANNELS[variant])
     st = torch.load(work / f"unet_{variant}.pt", weights_only=False)
@@ -202,7 +179,7 @@ def export(work: Path = DEFAULT_WORK, variant: str = "depth", out: Path | None =
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m sdlearn.finetune", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sdlearn.mini.variants", description=__doc__.split("\n")[0])
     p.add_argument("stage", choices=["prepare", "train", "export"])
     p.add_argument("variant", choices=list(EXTRA_CHANNELS))
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
