@@ -71,9 +71,12 @@ def test_stages_at_toy_scale(tmp_path, variant):
     assert cond.shape == (6, variants.EXTRA_CHANNELS[variant], 8, 8) and cond.dtype == torch.float16
     variants.train(tmp_path, variant, steps=2, batch=2, ckpt_every=1, progress=False)
     st = torch.load(tmp_path / f"unet_{variant}.pt", weights_only=False)
-    assert st["step"] == 2
+    assert st["step"] == 2 and {"unet", "opt", "ema", "step", "log"} <= set(st)
+    assert st["unet"]["conv_in.weight"].shape[1] == 4 + variants.EXTRA_CHANNELS[variant]
     variants.train(tmp_path, variant, steps=3, batch=2, progress=False)  # resumes at 2
     assert [r["step"] for r in torch.load(tmp_path / f"unet_{variant}.pt", weights_only=False)["log"]] == [0, 1, 2]
     out = variants.export(tmp_path, variant, out=tmp_path / "out")
     unet = UNet2DConditionModel.from_pretrained(out / "unet", dtype=torch.float32)
     assert unet.config.in_channels == 4 + variants.EXTRA_CHANNELS[variant] and unet.dtype == torch.float32
+    ema = torch.load(tmp_path / f"unet_{variant}.pt", weights_only=False)["ema"]
+    assert all(torch.equal(p, e.half().float()) for p, e in zip(unet.parameters(), ema))  # the EMA, in fp16

@@ -2,6 +2,7 @@
 
 The recipe that made the shipped model is ``make sd-mini`` (see sdlearn/data/sd-mini/README.md);
 every stage checkpoints to ``--work`` and resumes from there, so an interrupted run loses little.
+Each trainer writes only its step (a batch and its loss); the loop is ``sdlearn.training.fit``.
 
     python -m sdlearn.mini.recipe vae     --steps 6000   # AutoencoderKL on world images + photo crops
     python -m sdlearn.mini.recipe latents --n 60000      # encode the training world once
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import world
 from ..latents import psnr
+from ..training import copy_ema, diffusion_loss, fit, noise_scheduler, plot_losses, save
+from . import world
 from .configs import mini_components
 
 TRAIN_SEED, HELDOUT_SEED = 1, 999  # world seeds: training data vs evaluation prompts
@@ -32,7 +33,7 @@ DEFAULT_WORK = Path("data/train-work")
 
 
 # ----------------------------------------------------------------------------- data
-def photo_pool(size: int = 256) -> list[np.ndarray]:
+def _photo_pool(size: int = 256) -> list[np.ndarray]:
     """Natural photos bundled with scikit-image (public domain / CC0), resized to short side ``size``.
 
     ``chelsea`` is held out for evaluation. Needs the optional ``scikit-image`` (the ``train`` extra).
@@ -52,7 +53,10 @@ def photo_pool(size: int = 256) -> list[np.ndarray]:
 
 def vae_batch(rng: np.random.Generator, step: int, batch: int, crop: int, photos: list[np.ndarray],
               photo_frac: float) -> torch.Tensor:
-    """A (B, 3, crop, crop) batch in [-1, 1]: random crops of world images and of photos."""
+    """A (B, 3, crop, crop) batch in [-1, 1]: random crops of world images and of photos.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
     imgs = []
     for k in range(batch):
         if photos and rng.random() < photo_frac:
@@ -69,44 +73,6 @@ def vae_batch(rng: np.random.Generator, step: int, batch: int, crop: int, photos
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def _save(path: Path, **state) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # atomic: an interrupted save never corrupts the last good checkpoint
-
-
-def plot_losses(log: list[dict], key: str, path: Path, title: str) -> None:
-    """Save a loss curve (raw and smoothed, log scale) as a PNG.
-
-    Draws on a bare ``matplotlib.figure.Figure``: no pyplot, so no backend switch that would turn
-    off inline plots in a notebook that trains.
-    """
-    from matplotlib.figure import Figure
-
-    steps = np.array([r["step"] for r in log])
-    vals = np.array([r[key] for r in log])
-    fig = Figure(figsize=(5, 3), dpi=100)
-    ax = fig.add_subplot()
-    ax.plot(steps, vals, alpha=0.3, lw=0.8)
-    k = max(1, len(vals) // 50)
-    if len(vals) > k:
-        ax.plot(steps[k - 1 :], np.convolve(vals, np.ones(k) / k, mode="valid"), lw=1.5)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel(key)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def _lr(step: int, total: int, base: float, warmup: int = 200) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
-
-
 # ----------------------------------------------------------------------------- VAE
 def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, crop: int = 32,
               lr: float = 1e-3, kl_weight: float = 1e-6, photo_frac: float = 0.1,
@@ -121,6 +87,8 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
     is frozen — so the latent space, and any latents already cached for the UNet, stay valid —
     and only the decoder is fine-tuned, on full 64x64 pictures. Stability AI sharpened SD's
     decoder the same way (the "ft-MSE" VAE).
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     torch.manual_seed(seed)
     vae = mini_components()["vae"]
@@ -128,22 +96,11 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
     if decoder_only:
         vae.load_state_dict(torch.load(work / "vae.pt", weights_only=False)["model"])
         vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
-    params = [p for p in vae.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    start, log = 0, []
-    if ck.exists():
-        st = torch.load(ck, weights_only=False)
-        vae.load_state_dict(st["model"]), opt.load_state_dict(st["opt"])
-        start, log = st["step"], st["log"]
-    photos = photo_pool() if photo_frac > 0 else []
-    vae.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=ck.stem, mininterval=5,
-               disable=not progress)
-    for step in bar:
+    photos = _photo_pool() if photo_frac > 0 else []
+
+    def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         rng = np.random.default_rng([seed, step, int(decoder_only)])
         x = vae_batch(rng, step, batch, crop, photos, photo_frac)
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, steps, lr)
         if decoder_only:
             with torch.no_grad():
                 z = vae.encode(x).latent_dist.mean  # what the UNet learns to produce
@@ -152,22 +109,21 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
             post = vae.encode(x).latent_dist
             rec, kl = vae.decode(post.sample()).sample, post.kl().mean()
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        log.append({"step": step, "loss": loss.item(), "psnr": psnr(rec.detach(), x)})
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{np.mean([r['psnr'] for r in log[-50:]]):.1f}")
-        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
-            _save(ck, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1, log=log)
-    plot_losses(log, "loss", work / f"{ck.stem}_loss.png", f"VAE{' decoder fine-tune' if decoder_only else ''}: L1 + MSE + KL")
+        return loss, {"psnr": psnr(rec.detach(), x)}
+
+    log = fit(step_fn, [p for p in vae.parameters() if p.requires_grad], steps, lr=lr,
+              modules={"model": vae}, ckpt=ck, ckpt_every=ckpt_every, progress=progress, desc=ck.stem)["log"]
+    plot_losses(log, "loss", work / f"{ck.stem}_loss.png",
+                f"VAE{' decoder fine-tune' if decoder_only else ''}: L1 + MSE + KL")
     return ck
 
 
 # ----------------------------------------------------------------------------- latents
 def load_vae(work: Path = DEFAULT_WORK, prefer_finetuned: bool = True):
-    """The trained VAE; its decoder fine-tuned (``vae_ft.pt``) if that stage has run."""
+    """The trained VAE; its decoder fine-tuned (``vae_ft.pt``) if that stage has run.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
     vae = mini_components()["vae"]
     ft = work / "vae_ft.pt"
     path = ft if prefer_finetuned and ft.exists() else work / "vae.pt"
@@ -181,6 +137,8 @@ def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250, pr
 
     Also measures the latents' standard deviation: ``scaling_factor = 1 / std`` makes the
     UNet's inputs unit-variance, which is exactly how SD's 0.18215 was chosen.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     vae = load_vae(work, prefer_finetuned=False)  # the encoder is the same in both stages
     tok = mini_components()["tokenizer"]
@@ -194,60 +152,34 @@ def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250, pr
     latents, input_ids = torch.cat(lat), torch.cat(ids)
     std = latents.std().item()
     out = work / "latents.pt"
-    _save(out, latents=latents, input_ids=input_ids, std=std, mean=latents.mean().item(),
-          uncond_ids=tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids)
+    save(out, latents=latents, input_ids=input_ids, std=std, mean=latents.mean().item(),
+         uncond_ids=tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids)
     print(f"latents {tuple(latents.shape)} std={std:.4f} -> scaling_factor={1 / std:.5f}")
     return out
 
 
 # ----------------------------------------------------------------------------- UNet + text
-def noise_scheduler():
-    from diffusers import DDPMScheduler
+def load_latents(work: Path = DEFAULT_WORK) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cached training set: latents scaled to unit variance (as the pipeline expects), the
+    caption ids and the ids of the empty caption "".
 
-    from ..architectures import SD15_SCHEDULER
-
-    keys = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "prediction_type")
-    return DDPMScheduler(**{k: SD15_SCHEDULER[k] for k in keys})
-
-
-def diffusion_loss(unet, text_encoder, latents: torch.Tensor, input_ids: torch.Tensor, sched,
-                   gen: torch.Generator, snr_gamma: float | None = 5.0,
-                   extra: torch.Tensor | None = None) -> torch.Tensor:
-    """SD's training objective: predict the noise added at a random timestep.
-
-    With ``snr_gamma`` each timestep's loss is weighted by min(SNR, γ)/SNR ("Min-SNR", Hang et
-    al. 2023): low-noise steps, easy and numerous, stop dominating, and training converges
-    several times faster. ``snr_gamma=None`` gives SD's plain MSE. ``extra`` channels (a depth
-    map, a mask + masked-picture latents) are concatenated to the noisy latents, never noised.
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
-    noise = torch.randn(latents.shape, generator=gen)
-    t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=gen)
-    noisy = sched.add_noise(latents, noise, t)  # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps
-    cond = text_encoder(input_ids)[0]  # (B, 77, hidden)
-    inp = noisy if extra is None else torch.cat([noisy, extra], dim=1)
-    pred = unet(inp, t, encoder_hidden_states=cond).sample
-    per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
-    if snr_gamma is not None:
-        abar = sched.alphas_cumprod[t]
-        snr = abar / (1 - abar)
-        per_sample = per_sample * torch.clamp(snr, max=snr_gamma) / snr
-    return per_sample.mean()
+    data = torch.load(work / "latents.pt", weights_only=False)
+    return data["latents"] / data["std"], data["input_ids"].long(), data["uncond_ids"].long()
 
 
-def ema_update_step(opt, params: list, loss: torch.Tensor, ema: list, ema_decay: float, log: list,
-                    step: int, bar) -> None:
-    """One optimiser step (gradients clipped to norm 1), the EMA update and the log line: shared
-    by the UNet training here and the fine-tunes of ``sdlearn.mini.variants``."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    with torch.no_grad():
-        for e, p in zip(ema, params):
-            e.lerp_(p.detach(), 1 - ema_decay)  # the shipped weights are this running average
-    log.append({"step": step, "loss": loss.item()})
-    if step % 50 == 0:
-        bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log[-50:]]):.4f}")
+def caption_batch(latents: torch.Tensor, input_ids: torch.Tensor, uncond: torch.Tensor, batch: int,
+                  cond_drop: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random batch ``(indices, latents, caption ids)``, each caption replaced by "" with
+    probability ``cond_drop`` (classifier-free guidance needs the unconditional prediction).
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
+    idx = torch.randint(0, latents.shape[0], (batch,), generator=gen)
+    ids = input_ids[idx].clone()
+    ids[torch.rand(batch, generator=gen) < cond_drop] = uncond
+    return idx, latents[idx], ids
 
 
 def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr: float = 6e-4,
@@ -257,46 +189,48 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
 
     ``cond_drop`` (10 %) replaces the caption by "" so the same network also learns the
     unconditional prediction that classifier-free guidance extrapolates away from.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
-    data = torch.load(work / "latents.pt", weights_only=False)
-    latents = data["latents"] / data["std"]  # scaled to unit variance, as the pipeline expects
-    input_ids, uncond = data["input_ids"].long(), data["uncond_ids"].long()
+    latents, input_ids, uncond = load_latents(work)
     torch.manual_seed(seed)
     comps = mini_components(seed)
     unet, te = comps["unet"], comps["text_encoder"]
-    params = list(unet.parameters()) + list(te.parameters())
-    # No weight decay: AdamW would shrink the ~49k embedding rows that no caption ever uses.
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    ema = [p.detach().clone() for p in params]
     sched, ck = noise_scheduler(), work / "unet.pt"
-    start, log = 0, []
-    if ck.exists():
-        st = torch.load(ck, weights_only=False)
-        unet.load_state_dict(st["unet"]), te.load_state_dict(st["text_encoder"]), opt.load_state_dict(st["opt"])
-        ema, start, log = st["ema"], st["step"], st["log"]
-    unet.train(), te.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="unet", mininterval=5,
-               disable=not progress)
-    for step in bar:
+
+    def step_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = torch.randint(0, latents.shape[0], (batch,), generator=gen)
-        ids = input_ids[idx].clone()
-        drop = torch.rand(batch, generator=gen) < cond_drop
-        ids[drop] = uncond
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, steps, lr)
-        loss = diffusion_loss(unet, te, latents[idx], ids, sched, gen)
-        ema_update_step(opt, params, loss, ema, ema_decay, log, step, bar)
-        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
-            _save(ck, unet=unet.state_dict(), text_encoder=te.state_dict(), opt=opt.state_dict(),
-                  ema=ema, step=step + 1, log=log)
+        _, x0, ids = caption_batch(latents, input_ids, uncond, batch, cond_drop, gen)
+        return diffusion_loss(unet, te, x0, ids, sched, gen)
+
+    log = fit(step_fn, list(unet.parameters()) + list(te.parameters()), steps, lr=lr, ema_decay=ema_decay,
+              modules={"unet": unet, "text_encoder": te}, ckpt=ck, ckpt_every=ckpt_every,
+              progress=progress, desc="unet")["log"]
     plot_losses(log, "loss", work / "unet_loss.png", "UNet: min-SNR weighted noise MSE")
     return ck
 
 
+def load_unet_and_text(work: Path = DEFAULT_WORK, use_ema: bool = True):
+    """The trained UNet and text encoder from ``unet.pt``; with their EMA weights (the shipped
+    ones) unless ``use_ema=False``.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
+    comps = mini_components()
+    unet, te = comps["unet"], comps["text_encoder"]
+    st = torch.load(work / "unet.pt", weights_only=False)
+    unet.load_state_dict(st["unet"]), te.load_state_dict(st["text_encoder"])
+    if use_ema:
+        copy_ema(list(unet.parameters()) + list(te.parameters()), st["ema"])
+    return unet, te
+
+
 # ----------------------------------------------------------------------------- export
 def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = True) -> Path:
-    """Write the diffusers folder (safetensors) that ``load_pipeline("mini")`` loads."""
+    """Write the diffusers folder (safetensors) that ``load_pipeline("mini")`` loads.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
     import shutil
 
     from diffusers import StableDiffusionPipeline
@@ -307,13 +241,7 @@ def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = T
     data = torch.load(work / "latents.pt", weights_only=False)
     # Round the measured factor like SD's 0.18215; written into the VAE config the pipeline reads.
     comps["vae"].register_to_config(scaling_factor=round(1.0 / data["std"], 5))
-    st = torch.load(work / "unet.pt", weights_only=False)
-    comps["unet"].load_state_dict(st["unet"]), comps["text_encoder"].load_state_dict(st["text_encoder"])
-    if use_ema:
-        params = list(comps["unet"].parameters()) + list(comps["text_encoder"].parameters())
-        with torch.no_grad():
-            for p, e in zip(params, st["ema"]):
-                p.copy_(e)
+    comps["unet"], comps["text_encoder"] = load_unet_and_text(work, use_ema)
     pipe = StableDiffusionPipeline(**comps, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     if out.exists():
@@ -333,6 +261,11 @@ def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = T
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> None:
+    """``python -m sdlearn.mini.recipe STAGE``, what ``make sd-mini`` runs; ``main(["export"])``
+    is the same call from Python.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
     p = argparse.ArgumentParser(prog="python -m sdlearn.mini.recipe", description=__doc__.split("\n")[0])
     p.add_argument("stage", choices=["vae", "vae-ft", "latents", "unet", "export"])
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)

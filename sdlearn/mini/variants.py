@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 
 from ..depth2img import depth_condition
 from ..inpainting import inpaint_condition
+from ..training import copy_ema, diffusion_loss, fit, noise_scheduler, plot_losses, save
 from . import world
-from .recipe import (DEFAULT_WORK, TRAIN_SEED, _lr, _save, diffusion_loss, ema_update_step, load_vae,
-                    noise_scheduler, plot_losses)
+from .recipe import DEFAULT_WORK, TRAIN_SEED, caption_batch, load_latents, load_unet_and_text, load_vae
 
 EXTRA_CHANNELS = {"depth": 1, "inpaint": 5}
 VAE_FACTOR = 8  # sd-mini's VAE: four blocks, three downsamplings
@@ -50,7 +50,10 @@ def _check_variant(variant: str) -> None:
 def training_mask(sample: world.Sample, index: int, rng: np.random.Generator) -> np.ndarray:
     """The repaint mask (H, W) in {0, 1} for training sample ``index``: the objects' own mask
     (half the time), a random rectangle (a quarter) or everything (a quarter, so the inpainting
-    UNet can still draw from nothing, as SD-inpainting's recipe does)."""
+    UNet can still draw from nothing, as SD-inpainting's recipe does).
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
     size = sample.image.shape[0]
     kind = index % 4
     if kind in (0, 1):
@@ -66,7 +69,10 @@ def training_mask(sample: world.Sample, index: int, rng: np.random.Generator) ->
 
 @torch.no_grad()
 def prepare(work: Path = DEFAULT_WORK, variant: str = "depth", batch: int = 250, progress: bool = True) -> Path:
-    """Compute the extra channels for every cached training latent (``latents.pt``, same order)."""
+    """Compute the extra channels for every cached training latent (``latents.pt``, same order).
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
     _check_variant(variant)
     data = torch.load(work / "latents.pt", weights_only=False)
     n, hw = data["latents"].shape[0], tuple(data["latents"].shape[-2:])
@@ -84,7 +90,7 @@ def prepare(work: Path = DEFAULT_WORK, variant: str = "depth", batch: int = 250,
             out.append(inpaint_condition(img, torch.from_numpy(m)[:, None],
                                          lambda x: vae.encode(x).latent_dist.mean * sf, VAE_FACTOR))
     path = work / f"cond_{variant}.pt"
-    _save(path, cond=torch.cat(out).half())  # half precision: 50k x 5 x 8 x 8 stays small
+    save(path, cond=torch.cat(out).half())  # half precision: 50k x 5 x 8 x 8 stays small
     return path
 
 
@@ -92,7 +98,7 @@ def widen_conv_in(unet: UNet2DConditionModel, extra: int) -> UNet2DConditionMode
     """A copy of ``unet`` whose ``conv_in`` takes ``extra`` more input channels, zero-initialised,
     so its predictions are unchanged until training teaches it to use them.
 
-    Introduced in notebooks/08_depth2img.ipynb.
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     cfg = dict(unet.config)
     cfg["in_channels"] = unet.config.in_channels + extra
@@ -104,71 +110,46 @@ def widen_conv_in(unet: UNet2DConditionModel, extra: int) -> UNet2DConditionMode
     return wide
 
 
-def _base_unet_and_text(work: Path):
-    """sd-mini's UNet and text encoder with the EMA weights that were exported."""
-    from .configs import mini_components
-
-    comps = mini_components()
-    unet, te = comps["unet"], comps["text_encoder"]
-    st = torch.load(work / "unet.pt", weights_only=False)
-    unet.load_state_dict(st["unet"]), te.load_state_dict(st["text_encoder"])
-    with torch.no_grad():
-        for p, e in zip(list(unet.parameters()) + list(te.parameters()), st["ema"]):
-            p.copy_(e)
-    return unet, te
-
-
 def train(work: Path = DEFAULT_WORK, variant: str = "depth", steps: int = 3000, batch: int = 64,
           lr: float = 3e-4, cond_drop: float = 0.1, ema_decay: float = 0.998, ckpt_every: int = 250,
           seed: int = 0, progress: bool = True) -> Path:
-    """Fine-tune the widened UNet (text encoder frozen) with the same loss as ``recipe.train_unet``."""
+    """Fine-tune the widened UNet (text encoder frozen) with the same loss as ``recipe.train_unet``.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
     _check_variant(variant)
-    data = torch.load(work / "latents.pt", weights_only=False)
-    latents = data["latents"] / data["std"]
-    input_ids, uncond = data["input_ids"].long(), data["uncond_ids"].long()
+    latents, input_ids, uncond = load_latents(work)
     cond = torch.load(work / f"cond_{variant}.pt", weights_only=False)["cond"]
-    base, te = _base_unet_and_text(work)
+    base, te = load_unet_and_text(work)  # the shipped (EMA) weights are the starting point
     te.requires_grad_(False).eval()
     unet = widen_conv_in(base, EXTRA_CHANNELS[variant])
-    params = list(unet.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    ema = [p.detach().clone() for p in params]
     sched, ck = noise_scheduler(), work / f"unet_{variant}.pt"
-    start, log = 0, []
-    if ck.exists():
-        st = torch.load(ck, weights_only=False)
-        unet.load_state_dict(st["unet"]), opt.load_state_dict(st["opt"])
-        ema, start, log = st["ema"], st["step"], st["log"]
-    unet.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"unet-{variant}", mininterval=5,
-               disable=not progress)
-    for step in bar:
+
+    def step_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step + 77)
-        idx = torch.randint(0, latents.shape[0], (batch,), generator=gen)
-        ids = input_ids[idx].clone()
-        ids[torch.rand(batch, generator=gen) < cond_drop] = uncond  # still needed for CFG
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, steps, lr, warmup=100)
-        loss = diffusion_loss(unet, te, latents[idx], ids, sched, gen, extra=cond[idx].float())
-        ema_update_step(opt, params, loss, ema, ema_decay, log, step, bar)
-        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
-            _save(ck, unet=unet.state_dict(), opt=opt.state_dict(), ema=ema, step=step + 1, log=log)
+        idx, x0, ids = caption_batch(latents, input_ids, uncond, batch, cond_drop, gen)  # CFG still needs ""
+        return diffusion_loss(unet, te, x0, ids, sched, gen, extra=cond[idx].float())
+
+    # A shorter warm-up than from scratch: all but conv_in's new (zero) columns start trained.
+    log = fit(step_fn, list(unet.parameters()), steps, lr=lr, warmup=100, ema_decay=ema_decay,
+              modules={"unet": unet}, ckpt=ck, ckpt_every=ckpt_every, progress=progress,
+              desc=f"unet-{variant}")["log"]
     plot_losses(log, "loss", work / f"unet_{variant}_loss.png", f"{variant} UNet fine-tune: noise MSE")
     return ck
 
 
 def export(work: Path = DEFAULT_WORK, variant: str = "depth", out: Path | None = None) -> Path:
-    """Write the EMA UNet (fp16 safetensors, loaded back as fp32) to ``sdlearn/data/sd-mini-<variant>``."""
+    """Write the EMA UNet (fp16 safetensors, loaded back as fp32) to ``sdlearn/data/sd-mini-<variant>``.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
     import shutil
 
     _check_variant(variant)
     out = Path(out) if out else Path(__file__).parent.parent / "data" / f"sd-mini-{variant}"
-    base, _ = _base_unet_and_text(work)
+    base, _ = load_unet_and_text(work)
     unet = widen_conv_in(base, EXTRA_CHANNELS[variant])
-    st = torch.load(work / f"unet_{variant}.pt", weights_only=False)
-    with torch.no_grad():
-        for p, e in zip(unet.parameters(), st["ema"]):
-            p.copy_(e)
+    copy_ema(unet.parameters(), torch.load(work / f"unet_{variant}.pt", weights_only=False)["ema"])
     if out.exists():
         shutil.rmtree(out)
     unet.half().save_pretrained(out / "unet", safe_serialization=True)
@@ -179,6 +160,10 @@ def export(work: Path = DEFAULT_WORK, variant: str = "depth", out: Path | None =
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m sdlearn.mini.variants STAGE VARIANT``, what ``make sd-mini-variants`` runs.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
     p = argparse.ArgumentParser(prog="python -m sdlearn.mini.variants", description=__doc__.split("\n")[0])
     p.add_argument("stage", choices=["prepare", "train", "export"])
     p.add_argument("variant", choices=list(EXTRA_CHANNELS))
