@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from sdlearn.mini import scoring, world  # noqa: E402  (installed with `make setup` / `pip install -e .`)
+from sdlearn.mini import scoring_v1 as scoring, world_v1 as world  # noqa: E402  (installed with `make setup` / `pip install -e .`)
 
 from common import save_json  # benchmarks/common.py (the script's own folder is on sys.path)
 

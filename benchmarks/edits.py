@@ -35,7 +35,7 @@ from common import ROOT, save_json  # benchmarks/common.py (the script's own fol
 def scenes(n: int, seed: int = 999) -> list:
     """``n`` one-object held-out samples and two prompts with another object colour: with another
     background too (for depth2img) and with the scene's own background (for inpainting)."""
-    from sdlearn.mini import world
+    from sdlearn.mini import world_v1 as world
 
     out, i = [], 0
     while len(out) < n:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     from sdlearn.latents import encode
     from sdlearn.models import load_pipeline
     from sdlearn.sampling import decode
-    from sdlearn.mini.scoring import score
+    from sdlearn.mini.scoring_v1 import score
 
     pipes = {k: load_pipeline(m, task=t) for k, (m, t) in {
         "img2img": ("mini", "img2img"), "depth": ("mini-depth", None),

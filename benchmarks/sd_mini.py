@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdlearn.mini import world
+from sdlearn.mini import world_v1 as world
 from sdlearn.device import make_generator
 from sdlearn.images import demo_image
 from sdlearn.models import load_pipeline

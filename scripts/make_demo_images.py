@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # so the script works before sdlearn is pip-installed
-from sdlearn.mini import world  # noqa: E402
+from sdlearn.mini import world_v1 as world  # noqa: E402
 
 OUT = ROOT / "sdlearn" / "data" / "images"
 SIZE = 512

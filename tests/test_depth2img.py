@@ -67,7 +67,7 @@ needs_mini_depth = pytest.mark.skipif(mini_path("depth") is None, reason="sd-min
 
 @needs_mini_depth
 def test_mini_depth_keeps_structure_and_follows_the_prompt(quiet_pipeline):
-    from sdlearn.mini.scoring import analyse
+    from sdlearn.mini.scoring_v1 import analyse
 
     pipe = quiet_pipeline("mini-depth")
     assert pipe.unet.config.in_channels == 5 and pipe.unet.dtype == torch.float32

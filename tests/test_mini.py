@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from diffusers import StableDiffusionPipeline
 
-from sdlearn.mini import scoring
+from sdlearn.mini import scoring_v1 as scoring
 from sdlearn.device import make_generator
 from sdlearn.models import is_trained, load_pipeline, mini_path
 

@@ -1,9 +1,21 @@
-"""A procedural captioned world: the training data of sd-mini.
+"""A procedural captioned world: the training data of sd-mini (world v2).
 
-Every sample is a small RGB picture of one or two flat-coloured shapes on a coloured background,
-with a caption, the object mask (for inpainting), a depth map (for depth2img) and the attributes
-that drew it (for scoring). Everything is a pure function of ``(seed, index)``, so a held-out seed
+Every sample is a small RGB picture of one to three coloured shapes on a background, with a
+caption, the object mask (for inpainting), a depth map (for depth2img) and the attributes that
+drew it (for scoring). Everything is a pure function of ``(seed, index)``, so a held-out seed
 gives held-out prompts and the same index always gives the same picture.
+
+Like web captions, and unlike world v1, a caption does not fix the picture:
+
+* it leaves attributes out: colour, size, position, background, now and then the shape itself
+  ("something red", "a circle", "a picture on a striped background");
+* much of what is drawn is never named: the background's style (flat, gradient, stripes, dots,
+  checks), each object's finish (flat, outlined, shaded), its exact size, place and a small
+  rotation, and small distractor objects.
+
+So a prompt leaves the model real choices (diversity across seeds), and the conditional and
+unconditional predictions differ only where the caption speaks, as in Stable Diffusion's data.
+``HELD_OUT_SHAPE`` is drawable but never drawn by ``sample``: notebook 12 teaches it to sd-mini.
 
 Introduced in notebooks/11_training_sd_mini.ipynb.
 """
@@ -15,7 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond")
+HELD_OUT_SHAPE = "heart"  # never in a training picture or caption; notebook 12 teaches it
+ALL_SHAPES: tuple[str, ...] = SHAPES + (HELD_OUT_SHAPE,)
 # Saturated, well separated colours: the scorer assigns a pixel to the nearest of these.
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -30,24 +44,56 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "gray": (128, 128, 128),
 }
 COLOURS: tuple[str, ...] = tuple(PALETTE)
-SIZES: dict[str, float] = {"small": 0.16, "big": 0.27}  # radius as a fraction of the image side
-POSITIONS: dict[str, tuple[float, float]] = {  # object centre as a fraction of (width, height)
-    "left": (0.27, 0.5),
-    "right": (0.73, 0.5),
-    "top": (0.5, 0.27),
-    "bottom": (0.5, 0.73),
-    "centre": (0.5, 0.5),
-}
+BACKGROUND_STYLES: tuple[str, ...] = ("flat", "gradient", "stripes", "dots", "checks")
+STYLE_WORDS = {"flat": "plain", "gradient": "gradient", "stripes": "striped", "dots": "dotted",
+               "checks": "checkered"}
+FINISHES: tuple[str, ...] = ("flat", "outline", "shaded")
+POSITIONS: tuple[str, ...] = ("left", "right", "top", "bottom", "centre")
 POSITION_PHRASES = {"left": "on the left", "right": "on the right", "top": "at the top",
                     "bottom": "at the bottom", "centre": "in the centre"}
+SIZE_WORDS = ("small", "big")
+SMALL_BELOW, BIG_ABOVE = 0.17, 0.23  # radius (fraction of the side) a size word may name
+
+
+def _tone(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The second tone of a colour (patterns, outlines, shading): darker, else lighter, else (for
+    white and black, which have no room on the grey axis) bluish, as far from the colour as
+    possible while its nearest palette colour is clearly still the colour itself."""
+    c = np.array(rgb, np.float32)
+    pal = np.array(list(PALETTE.values()), np.float32)
+    own = int(np.argmin(((pal - c) ** 2).sum(1)))
+    for target in (np.zeros(3), np.full(3, 255.0), np.array([110.0, 130.0, 255.0])):
+        for f in (0.45, 0.4, 0.35, 0.3, 0.25, 0.2):
+            t = c * (1 - f) + target * f
+            d2 = ((pal - t) ** 2).sum(1)
+            # a clear margin to the next palette colour, not just the nearest
+            if int(np.argmin(d2)) == own and np.sort(d2)[1] > 1.8 * d2[own] and np.abs(t - c).max() >= 40:
+                return tuple(int(round(v)) for v in t)
+    raise AssertionError(f"no tone for {rgb}")  # cannot happen for PALETTE (a test checks)
+
+
+TONES: dict[str, tuple[int, int, int]] = {name: _tone(rgb) for name, rgb in PALETTE.items()}
 
 
 @dataclass
 class WorldObject:
+    """One drawn object: centre (x, y) and radius r as fractions of the side, angle in degrees."""
+
     shape: str
     colour: str
-    size: str
-    position: str
+    x: float = 0.5
+    y: float = 0.5
+    r: float = 0.2
+    angle: float = 0.0
+    finish: str = "flat"
+
+    @property
+    def position(self) -> str | None:
+        return position_word(self.x, self.y)
+
+    @property
+    def size(self) -> str | None:
+        return "small" if self.r < SMALL_BELOW else "big" if self.r > BIG_ABOVE else None
 
 
 @dataclass
@@ -56,138 +102,263 @@ class Scene:
 
     objects: list[WorldObject]
     background: str
+    style: str = "flat"
+    distractors: list[WorldObject] = field(default_factory=list)
     caption: str = ""
-    mentions_background: bool = field(default=False)
 
 
 @dataclass
 class Sample:
     image: np.ndarray  # (H, W, 3) uint8
     caption: str
-    mask: np.ndarray  # (H, W) uint8, 255 where any object is
+    mask: np.ndarray  # (H, W) uint8, 255 where a (captionable) object is
     depth: np.ndarray  # (H, W) float32 in [0, 1], 1 = near
     scene: Scene
 
 
-def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
-    if shape == "square":
-        s = r * 0.88  # similar area to the circle
-        return [(cx - s, cy - s), (cx + s, cy - s), (cx + s, cy + s), (cx - s, cy + s)]
-    if shape == "triangle":  # pointing up, centred on its bounding box
-        h = r * 1.1
-        return [(cx, cy - h), (cx + h * 1.05, cy + h * 0.85), (cx - h * 1.05, cy + h * 0.85)]
-    if shape == "star":
-        pts = []
-        for k in range(10):
-            rad = r * (1.1 if k % 2 == 0 else 0.45)
-            a = -math.pi / 2 + k * math.pi / 5
-            pts.append((cx + rad * math.cos(a), cy + rad * math.sin(a)))
-        return pts
-    return None  # circle
+def position_word(x: float, y: float) -> str | None:
+    """The word a caption may use for a centre at (x, y), or None where no word is clear-cut
+    (the diagonals and the band between the centre and a side).
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
+    dx, dy = x - 0.5, y - 0.5
+    if max(abs(dx), abs(dy)) < 0.08:
+        return "centre"
+    if abs(dx) > abs(dy) + 0.1 and abs(dx) > 0.12:
+        return "left" if dx < 0 else "right"
+    if abs(dy) > abs(dx) + 0.1 and abs(dy) > 0.12:
+        return "top" if dy < 0 else "bottom"
+    return None
 
 
-def _draw(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
-    poly = _shape_polygon(shape, cx, cy, r)
-    if poly is None:
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-    else:
-        draw.polygon(poly, fill=fill)
-
-
-def _dome(shape: str, cx: float, cy: float, r: float, size: int) -> np.ndarray:
-    """A height profile for one object: domes for circles, plateaus for flat shapes."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    d = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / max(r, 1e-6)
+# ----------------------------------------------------------------------------- geometry
+def _unit_outline(shape: str) -> list[tuple[float, float]]:
+    """The shape's outline for centre (0, 0), radius 1, upright; y grows downwards."""
     if shape == "circle":
-        return np.sqrt(np.clip(1 - d**2, 0, 1))
-    return np.clip(1.2 - 0.4 * d, 0.5, 1.0)
+        return [(math.cos(a), math.sin(a)) for a in np.linspace(0, 2 * math.pi, 48, endpoint=False)]
+    if shape == "square":
+        s = 0.88  # about the circle's area
+        return [(-s, -s), (s, -s), (s, s), (-s, s)]
+    if shape == "diamond":
+        d = 1.25
+        return [(0, -d), (d, 0), (0, d), (-d, 0)]
+    if shape == "triangle":  # pointing up
+        h = 1.1
+        return [(0, -h), (h * 1.05, h * 0.85), (-h * 1.05, h * 0.85)]
+    if shape == "star":
+        return [((1.1 if k % 2 == 0 else 0.45) * math.cos(-math.pi / 2 + k * math.pi / 5),
+                 (1.1 if k % 2 == 0 else 0.45) * math.sin(-math.pi / 2 + k * math.pi / 5)) for k in range(10)]
+    if shape == "cross":
+        a, e = 0.36, 1.05  # arm half-width, arm reach
+        return [(-a, -e), (a, -e), (a, -a), (e, -a), (e, a), (a, a), (a, e), (-a, e), (-a, a),
+                (-e, a), (-e, -a), (-a, -a)]
+    if shape == "heart":
+        t = np.linspace(0, 2 * math.pi, 48, endpoint=False)
+        x = 16 * np.sin(t) ** 3
+        y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+        return list(zip(x / 15.0, (y + 2.5) / 15.0))
+    raise ValueError(f"unknown shape {shape!r}; known: {', '.join(ALL_SHAPES)}")
 
 
-def caption_for(scene: Scene, rng: np.random.Generator) -> tuple[str, bool]:
-    """Write a caption for ``scene`` from a few templates; returns (caption, mentions_background)."""
+def outline(shape: str, cx: float, cy: float, r: float, angle: float = 0.0) -> list[tuple[float, float]]:
+    """Polygon of ``shape`` centred at (cx, cy) with radius ``r`` (pixels), turned by ``angle``
+    degrees clockwise.
 
-    def phrase(o: WorldObject, with_pos: bool) -> str:
-        words = []
-        if rng.random() < 0.35:
-            words.append(o.size)
-        words += [o.colour, o.shape]
-        words.insert(0, _article(words[0]))
-        if with_pos:
-            words.append(POSITION_PHRASES[o.position])
-        return " ".join(words)
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    return [(cx + r * (x * c - y * s), cy + r * (x * s + y * c)) for x, y in _unit_outline(shape)]
 
-    if len(scene.objects) == 1:
-        body = phrase(scene.objects[0], with_pos=rng.random() < 0.5)
+
+def _background(scene: Scene, size: int, rng: np.random.Generator | None) -> Image.Image:
+    """The background at ``size`` px: base colour, with its tone where the style puts it."""
+    base, tone = PALETTE[scene.background], TONES[scene.background]
+    r = rng if rng is not None else np.random.default_rng(0)
+    period = r.uniform(0.14, 0.22)  # 9-14 px at 64: wide enough for an 8x8-cell latent grid
+    phase = r.uniform(0, 1)
+    u = (np.arange(size, dtype=np.float32) + 0.5) / size
+    if scene.style == "gradient":  # base on one side, tone on the other
+        t = u if r.random() < 0.5 else 1 - u
+        t = np.broadcast_to(t[None, :] if r.random() < 0.5 else t[:, None], (size, size))
+        rgb = np.array(base, np.float32) * (1 - t[..., None]) + np.array(tone, np.float32) * t[..., None]
+        return Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8))
+    band = (u / period + phase) % 1.0 < 0.5  # (size,) alternating halves of each period
+    if scene.style == "stripes":
+        on = np.broadcast_to(band[:, None] if r.random() < 0.5 else band[None, :], (size, size))
+    elif scene.style == "checks":
+        on = band[:, None] ^ band[None, :]
+    elif scene.style == "dots":
+        g = (u / period + phase) % 1.0 - 0.5
+        on = g[:, None] ** 2 + g[None, :] ** 2 < 0.25 ** 2
     else:
-        body = " and ".join(phrase(o, with_pos=True) for o in scene.objects)
-    mention_bg = rng.random() < 0.6
-    style = rng.integers(4)
-    if mention_bg:
-        body = (f"{body} on {_article(scene.background)} {scene.background} background" if style != 3
-                else f"{body}, {scene.background} background")
-    prefix = ("", "", "a picture of ", "an image of ")[rng.integers(4)]
-    if prefix:
-        body = prefix + body
-    return body, mention_bg
+        return Image.new("RGB", (size, size), base)
+    img = Image.new("RGB", (size, size), base)
+    img.paste(tone, mask=Image.fromarray(on.astype(np.uint8) * 255))
+    return img
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def random_scene(rng: np.random.Generator, two_object_prob: float = 0.2) -> Scene:
-    """Draw the attributes of one scene (the caption is written from them)."""
-    background = COLOURS[rng.integers(len(COLOURS))]
-    n = 2 if rng.random() < two_object_prob else 1
-    if n == 1:
-        positions = [list(POSITIONS)[rng.integers(len(POSITIONS))]]
+def _paint(img: Image.Image, o: WorldObject) -> Image.Image:
+    """Draw ``o`` on ``img`` (in place) with its finish; returns its coverage mask ("L")."""
+    big = img.width
+    poly = outline(o.shape, o.x * big, o.y * big, o.r * big, o.angle)
+    cov = Image.new("L", img.size, 0)
+    ImageDraw.Draw(cov).polygon(poly, fill=255)
+    col, tone = PALETTE[o.colour], TONES[o.colour]
+    if o.finish == "shaded":  # light from the top left: the tone on the far side, in its box only
+        x0, y0 = max(0, int((o.x - 1.3 * o.r) * big)), max(0, int((o.y - 1.3 * o.r) * big))
+        x1, y1 = min(big, int((o.x + 1.3 * o.r) * big) + 1), min(big, int((o.y + 1.3 * o.r) * big) + 1)
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32) / big
+        w = np.clip(((xx - o.x) + (yy - o.y)) / (2.4 * o.r) + 0.5, 0, 1)[..., None]
+        patch = np.array(col, np.float32) * (1 - w) + np.array(tone, np.float32) * w
+        img.paste(Image.fromarray(patch.astype(np.uint8)), (x0, y0), cov.crop((x0, y0, x1, y1)))
+    elif o.finish == "outline":  # a rim of the tone, about 1.5 px at 64
+        ImageDraw.Draw(img).polygon(poly, fill=tone)
+        inner = outline(o.shape, o.x * big, o.y * big, max(o.r * big - 1.6 * big / 64, 1.0), o.angle)
+        ImageDraw.Draw(img).polygon(inner, fill=col)
     else:
-        positions = [("left", "right"), ("top", "bottom")][rng.integers(2)]
-    used = {background}
-    objects = []
-    for pos in positions:
-        colour = rng.choice([c for c in COLOURS if c not in used])
-        used.add(colour)
-        shape = SHAPES[rng.integers(len(SHAPES))]
-        size = "small" if n == 2 else list(SIZES)[rng.integers(len(SIZES))]
-        objects.append(WorldObject(shape, str(colour), size, pos))
-    scene = Scene(objects, background)
-    scene.caption, scene.mentions_background = caption_for(scene, rng)
-    return scene
+        ImageDraw.Draw(img).polygon(poly, fill=col)
+    return cov
 
 
 def render(scene: Scene, size: int = 64, rng: np.random.Generator | None = None,
            supersample: int = 4) -> Sample:
-    """Draw ``scene`` at ``size``x``size`` (anti-aliased by supersampling).
+    """Draw ``scene`` at ``size`` x ``size`` (anti-aliased by supersampling). ``rng`` draws the
+    pattern's period and phase and the gradient's direction (None: fixed ones).
 
-    A small random jitter of position and radius (from ``rng``) keeps the world from being a
-    lookup table; pass ``rng=None`` for the canonical layout.
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     big = size * supersample
-    img = Image.new("RGB", (big, big), PALETTE[scene.background])
+    img = _background(scene, big, rng)
     mask = Image.new("L", (big, big), 0)
-    d_img, d_mask = ImageDraw.Draw(img), ImageDraw.Draw(mask)
     # Depth: the floor recedes towards the top (far = 0) and objects stand out (near = 1).
     depth = np.tile(np.linspace(0.0, 0.3, size, dtype=np.float32)[:, None], (1, size))
-    for o in scene.objects:
-        fx, fy = POSITIONS[o.position]
-        r = SIZES[o.size]
-        if rng is not None:
-            fx += rng.uniform(-0.05, 0.05)
-            fy += rng.uniform(-0.05, 0.05)
-            r *= rng.uniform(0.9, 1.1)
-        cx, cy, rr = fx * big, fy * big, r * big
-        _draw(d_img, o.shape, cx, cy, rr, PALETTE[o.colour])
-        _draw(d_mask, o.shape, cx, cy, rr, 255)
-        one = Image.new("L", (big, big), 0)
-        _draw(ImageDraw.Draw(one), o.shape, cx, cy, rr, 255)
-        inside = np.asarray(one.resize((size, size), Image.BOX), dtype=np.float32) / 255.0
-        s = size / big
-        height = 0.55 + 0.45 * _dome(o.shape, cx * s, cy * s, rr * s, size)
-        depth = depth * (1 - inside) + height * inside
-    image = np.asarray(img.resize((size, size), Image.BOX), dtype=np.uint8)
-    m = np.asarray(mask.resize((size, size), Image.BOX), dtype=np.uint8)
+    yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size
+    for k, o in enumerate(scene.distractors + scene.objects):
+        cov = _paint(img, o)
+        if k >= len(scene.distractors):  # the mask holds the captioned objects only
+            mask.paste(255, mask=cov)
+        inside = np.asarray(cov.resize((size, size), Image.BOX), np.float32) / 255
+        d = np.sqrt((xx - o.x) ** 2 + (yy - o.y) ** 2) / max(o.r, 1e-6)
+        dome = np.sqrt(np.clip(1 - d ** 2, 0, 1)) if o.shape == "circle" else np.clip(1.2 - 0.4 * d, 0.5, 1)
+        depth = depth * (1 - inside) + (0.55 + 0.45 * dome) * inside
+    image = np.asarray(img.resize((size, size), Image.BOX), np.uint8)
+    m = np.asarray(mask.resize((size, size), Image.BOX), np.uint8)
     return Sample(image, scene.caption, np.where(m >= 128, 255, 0).astype(np.uint8), depth, scene)
+
+
+# ----------------------------------------------------------------------------- scenes and captions
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _place(rng: np.random.Generator, n: int) -> list[tuple[float, float, float]]:
+    """Centres and radii of ``n`` objects that neither overlap nor leave the picture."""
+    if n == 1:
+        r = rng.uniform(0.12, 0.30)
+        lo, hi = 1.25 * r + 0.02, 1 - 1.25 * r - 0.02
+        return [(rng.uniform(lo, hi), rng.uniform(lo, hi), r)]
+    horizontal = rng.random() < 0.5
+    # Slot spacing minus jitter leaves room for the widest reach (a diamond: 1.25 r) of each.
+    r_lo, r_hi, jitter = (0.1, 0.15, 0.04) if n == 2 else (0.09, 0.11, 0.02)
+    out = []
+    for k in range(n):  # one slot per object along a row or a column, jittered within it
+        r = rng.uniform(r_lo, r_hi)
+        along = (k + 0.5) / n + rng.uniform(-jitter, jitter)
+        across = 0.5 + rng.uniform(-0.08, 0.08)
+        along = float(np.clip(along, 1.25 * r + 0.02, 1 - 1.25 * r - 0.02))
+        out.append((along, across, r) if horizontal else (across, along, r))
+    return out
+
+
+def _distractors(rng: np.random.Generator, objects: list[WorldObject], background: str) -> list[WorldObject]:
+    """0-2 small unmentioned objects (radius 2-3 px at 64), away from the captioned ones."""
+    out: list[WorldObject] = []
+    if rng.random() >= 0.3:
+        return out
+    for _ in range(int(rng.integers(1, 3))):
+        for _try in range(20):
+            x, y, r = rng.uniform(0.07, 0.93), rng.uniform(0.07, 0.93), rng.uniform(0.035, 0.05)
+            if all(math.hypot(x - o.x, y - o.y) > o.r * 1.25 + r + 0.04 for o in objects + out):
+                colour = str(rng.choice([c for c in COLOURS if c != background]))
+                out.append(WorldObject(SHAPES[rng.integers(len(SHAPES))], colour, x, y, r,
+                                       float(rng.uniform(-15, 15))))
+                break
+    return out
+
+
+def random_scene(rng: np.random.Generator) -> Scene:
+    """Draw the attributes of one scene and write its caption.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
+    background = COLOURS[rng.integers(len(COLOURS))]
+    style = BACKGROUND_STYLES[0] if rng.random() < 0.4 else BACKGROUND_STYLES[1 + rng.integers(4)]
+    n = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
+    objects = []
+    for x, y, r in _place(rng, n):
+        colour = str(rng.choice([c for c in COLOURS if c != background]))
+        finish = FINISHES[0] if rng.random() < 0.6 else FINISHES[1 + rng.integers(2)]
+        objects.append(WorldObject(SHAPES[rng.integers(len(SHAPES))], colour, float(x), float(y),
+                                   float(r), float(rng.uniform(-15, 15)), finish))
+    scene = Scene(objects, background, style, _distractors(rng, objects, background))
+    scene.caption = caption_for(scene, rng)
+    return scene
+
+
+def _object_phrase(o: WorldObject, rng: np.random.Generator, many: bool) -> str:
+    say_colour = rng.random() >= 0.12
+    say_shape = rng.random() >= 0.1 or not say_colour
+    words = []
+    if o.size is not None and rng.random() < 0.35:
+        words.append(o.size)
+    if say_colour:
+        words.append("grey" if o.colour == "gray" and rng.random() < 0.3 else o.colour)
+    if say_shape:
+        words.append(o.shape)
+    elif len(words) == 1 and rng.random() < 0.5:
+        return "something " + words[0] + _position_phrase(o, rng, many)
+    else:
+        words.append(("shape", "thing", "object")[rng.integers(3)])
+    return f"{_article(words[0])} {' '.join(words)}" + _position_phrase(o, rng, many)
+
+
+def _position_phrase(o: WorldObject, rng: np.random.Generator, many: bool) -> str:
+    word = o.position
+    if word is None or rng.random() >= (0.85 if many else 0.5):
+        return ""
+    phrase = POSITION_PHRASES[word]
+    if word == "centre" and rng.random() < 0.4:
+        phrase = ("in the center", "in the middle")[rng.integers(2)]
+    return " " + phrase
+
+
+def _background_phrase(scene: Scene, rng: np.random.Generator) -> str:
+    say_colour = rng.random() < 0.5
+    say_style = rng.random() < (0.5 if scene.style != "flat" else 0.15)
+    if not (say_colour or say_style):
+        return ""
+    colour = scene.background if say_colour else ""
+    style = STYLE_WORDS[scene.style] if say_style else ""
+    words = " ".join(w for w in (style, colour) if w)
+    if say_style and scene.style == "dots" and say_colour and rng.random() < 0.5:
+        return f" on {_article(colour)} {colour} background with dots"
+    return f" on {_article(words)} {words} background"
+
+
+def caption_for(scene: Scene, rng: np.random.Generator) -> str:
+    """Write a caption for ``scene`` that names some of what is drawn, never anything that isn't.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
+    many = len(scene.objects) > 1
+    bg = _background_phrase(scene, rng)
+    if rng.random() < 0.03 and bg:  # no object named at all
+        return ("a picture", "an image", "a drawing")[rng.integers(3)] + bg
+    phrases = [_object_phrase(o, rng, many) for o in scene.objects]
+    body = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    prefix = ("", "", "", "a picture of ", "an image of ", "a drawing of ")[rng.integers(6)]
+    return prefix + body + bg
 
 
 def sample(seed: int, index: int, size: int = 64) -> Sample:
