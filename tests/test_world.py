@@ -108,3 +108,9 @@ def test_position_word():
 def test_unknown_shape_is_an_error():
     with pytest.raises(ValueError, match="unknown shape"):
         world.outline("hexagon", 0, 0, 1)
+
+
+def test_pictures_are_the_samples_rendered_in_parallel():
+    imgs, _ = world.batch(1, 0, 7)
+    assert np.array_equal(world.pictures(1, 7, processes=2, chunk=3), imgs)
+    assert np.array_equal(world.pictures(1, 7, processes=1), imgs)

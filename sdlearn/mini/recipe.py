@@ -51,9 +51,24 @@ def _photo_pool(size: int = 256) -> list[np.ndarray]:
     return out
 
 
+def world_pictures(work: Path, n: int) -> np.ndarray:
+    """The first ``n`` training-world pictures, rendered once on both cores and cached in ``work``
+    (memory-mapped on later calls).
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
+    path = work / f"world_{TRAIN_SEED}_{n}.npy"
+    if not path.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        np.save(path.with_suffix(".tmp.npy"), world.pictures(TRAIN_SEED, n))
+        path.with_suffix(".tmp.npy").replace(path)
+    return np.load(path, mmap_mode="r")
+
+
 def vae_batch(rng: np.random.Generator, step: int, batch: int, crop: int, photos: list[np.ndarray],
-              photo_frac: float) -> torch.Tensor:
+              photo_frac: float, pictures: np.ndarray | None = None) -> torch.Tensor:
     """A (B, 3, crop, crop) batch in [-1, 1]: random crops of world images and of photos.
+    World image ``step * batch + k`` comes from ``pictures`` (cycled) if given, else is rendered.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
@@ -64,7 +79,8 @@ def vae_batch(rng: np.random.Generator, step: int, batch: int, crop: int, photos
             y, x = rng.integers(p.shape[0] - crop + 1), rng.integers(p.shape[1] - crop + 1)
             imgs.append(p[y : y + crop, x : x + crop])
         else:
-            im = world.sample(TRAIN_SEED, step * batch + k).image
+            i = step * batch + k
+            im = pictures[i % len(pictures)] if pictures is not None else world.sample(TRAIN_SEED, i).image
             y, x = rng.integers(64 - crop + 1), rng.integers(64 - crop + 1)
             imgs.append(im[y : y + crop, x : x + crop])
     arr = np.stack(imgs).astype(np.float32) / 127.5 - 1.0
@@ -77,7 +93,7 @@ def vae_batch(rng: np.random.Generator, step: int, batch: int, crop: int, photos
 def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, crop: int = 32,
               lr: float = 1e-3, kl_weight: float = 1e-6, photo_frac: float = 0.1,
               ckpt_every: int = 250, seed: int = 0, decoder_only: bool = False,
-              progress: bool = True) -> Path:
+              progress: bool = True, pool: int = 0) -> Path:
     """Train the AutoencoderKL with L1 + MSE reconstruction and a tiny KL term (as SD's VAE).
 
     The VAE is fully convolutional (plus attention at the bottleneck), so training on 32x32
@@ -86,7 +102,8 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
     ``decoder_only=True`` is the second stage (``vae-ft``): starting from ``vae.pt``, the encoder
     is frozen — so the latent space, and any latents already cached for the UNet, stay valid —
     and only the decoder is fine-tuned, on full 64x64 pictures. Stability AI sharpened SD's
-    decoder the same way (the "ft-MSE" VAE).
+    decoder the same way (the "ft-MSE" VAE). ``pool`` > 0 cycles through that many world
+    pictures rendered once (``world_pictures``) instead of rendering each batch's in the loop.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
@@ -97,10 +114,11 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
         vae.load_state_dict(torch.load(work / "vae.pt", weights_only=False)["model"])
         vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
     photos = _photo_pool() if photo_frac > 0 else []
+    pictures = world_pictures(work, pool) if pool else None
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         rng = np.random.default_rng([seed, step, int(decoder_only)])
-        x = vae_batch(rng, step, batch, crop, photos, photo_frac)
+        x = vae_batch(rng, step, batch, crop, photos, photo_frac, pictures)
         if decoder_only:
             with torch.no_grad():
                 z = vae.encode(x).latent_dist.mean  # what the UNet learns to produce
@@ -143,9 +161,12 @@ def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250, pr
     vae = load_vae(work, prefer_finetuned=False)  # the encoder is the same in both stages
     tok = mini_components()["tokenizer"]
     lat, ids = [], []
+    pictures = world_pictures(work, n)  # the same pictures as world.batch, rendered on every core
     for start in tqdm(range(0, n, batch), desc="encode", mininterval=5, disable=not progress):
-        imgs, caps = world.batch(TRAIN_SEED, start, min(batch, n - start))
-        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+        stop = min(n, start + batch)
+        # A caption needs only the scene, not its pixels: random_scene with the sample's own rng.
+        caps = [world.random_scene(np.random.default_rng([TRAIN_SEED, i])).caption for i in range(start, stop)]
+        x = torch.from_numpy(np.array(pictures[start:stop])).permute(0, 3, 1, 2).float() / 127.5 - 1
         lat.append(vae.encode(x).latent_dist.mean)
         ids.append(tok(caps, padding="max_length", max_length=77, truncation=True,
                        return_tensors="pt").input_ids.to(torch.int32))
@@ -273,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=None, help="latents: how many world images to encode")
     p.add_argument("--out", type=Path, default=None, help="export: folder (default: the package's sd-mini)")
     p.add_argument("--photo-frac", type=float, default=0.1, help="vae: share of photo crops in a batch")
+    p.add_argument("--pool", type=int, default=50000, help="vae, vae-ft: world pictures rendered once and cycled")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     a = p.parse_args(argv)
     if a.threads:
@@ -280,9 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     steps = {"steps": a.steps} if a.steps else {}
     if a.stage == "vae":
-        train_vae(a.work, photo_frac=a.photo_frac, **steps)
+        train_vae(a.work, photo_frac=a.photo_frac, pool=a.pool, **steps)
     elif a.stage == "vae-ft":
-        train_vae(a.work, photo_frac=a.photo_frac, decoder_only=True, batch=16, crop=64, lr=3e-4,
+        train_vae(a.work, photo_frac=a.photo_frac, pool=a.pool, decoder_only=True, batch=16, crop=64, lr=3e-4,
                   **({"steps": a.steps} if a.steps else {"steps": 2000}))
     elif a.stage == "latents":
         encode_world(a.work, **({"n": a.n} if a.n else {}))

@@ -377,3 +377,24 @@ def batch(seed: int, start: int, n: int, size: int = 64) -> tuple[np.ndarray, li
     """
     samples = [sample(seed, start + i, size) for i in range(n)]
     return np.stack([s.image for s in samples]), [s.caption for s in samples]
+
+
+def _images(args: tuple[int, int, int, int]) -> np.ndarray:
+    seed, start, n, size = args
+    return np.stack([sample(seed, i, size).image for i in range(start, start + n)])
+
+
+def pictures(seed: int, n: int, size: int = 64, processes: int = 2, chunk: int = 500) -> np.ndarray:
+    """Samples ``0..n-1`` of ``seed`` as one (n, H, W, 3) uint8 array, rendered by ``processes``
+    worker processes: the training stages draw tens of thousands, and rendering them once, on
+    every core, costs less than rendering them inside the training loop.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
+    jobs = [(seed, s, min(chunk, n - s), size) for s in range(0, n, chunk)]
+    if processes <= 1 or len(jobs) == 1:
+        return np.concatenate([_images(j) for j in jobs])
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(processes) as pool:  # spawn: safe beside torch's threads
+        return np.concatenate(pool.map(_images, jobs))
