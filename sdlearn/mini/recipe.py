@@ -161,7 +161,7 @@ def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250, pr
     vae = load_vae(work, prefer_finetuned=False)  # the encoder is the same in both stages
     tok = mini_components()["tokenizer"]
     lat, ids = [], []
-    pictures = world_pictures(work, n)  # the same pictures as world.batch, rendered on every core
+    pictures = world_pictures(work, n)  # world.sample(TRAIN_SEED, i).image, rendered on every core
     for start in tqdm(range(0, n, batch), desc="encode", mininterval=5, disable=not progress):
         stop = min(n, start + batch)
         # A caption needs only the scene, not its pixels: random_scene with the sample's own rng.

@@ -370,15 +370,6 @@ def sample(seed: int, index: int, size: int = 64) -> Sample:
     return render(random_scene(rng), size=size, rng=rng)
 
 
-def batch(seed: int, start: int, n: int, size: int = 64) -> tuple[np.ndarray, list[str]]:
-    """``n`` consecutive samples as a (n, H, W, 3) uint8 array and their captions.
-
-    Introduced in notebooks/11_training_sd_mini.ipynb.
-    """
-    samples = [sample(seed, start + i, size) for i in range(n)]
-    return np.stack([s.image for s in samples]), [s.caption for s in samples]
-
-
 def _images(args: tuple[int, int, int, int]) -> np.ndarray:
     seed, start, n, size = args
     return np.stack([sample(seed, i, size).image for i in range(start, start + n)])
