@@ -32,12 +32,18 @@ def sd15_scheduler() -> PNDMScheduler:
 
 
 def tokenizer_dir() -> Path:
-    """The real CLIP BPE tokenizer files shipped as package data (see scripts/make_clip_tokenizer.py)."""
+    """The folder of the real CLIP BPE tokenizer files shipped as package data: the vocabulary
+    and the merges (see scripts/make_clip_tokenizer.py).
+
+    Introduced in notebooks/02_tokenizer_text_encoder.ipynb.
+    """
     return Path(str(resources.files("sdlearn") / "data" / "tokenizer"))
 
 
 def load_tokenizer() -> CLIPTokenizer:
-    """SD 1.5's tokenizer: 49,408 tokens, 77 positions, padded with <|endoftext|>.
+    """SD 1.5's tokenizer: 49,408 tokens, 77 positions, padded with <|endoftext|>. Two text files
+    (the vocabulary and the BPE merges) shipped with sdlearn, no weights: every model of the
+    course, sd-mini included, tokenizes with exactly these.
 
     Introduced in notebooks/02_tokenizer_text_encoder.ipynb.
     """
@@ -45,6 +51,12 @@ def load_tokenizer() -> CLIPTokenizer:
 
 
 def text_config(hidden: int, layers: int, heads: int, mlp: int) -> CLIPTextConfig:
+    """The config of a CLIP text encoder (``CLIPTextModel(text_config(...))``) over the full CLIP
+    vocabulary and 77 positions, ``hidden`` wide: the width D of the (B, 77, D) embeddings the
+    UNet reads (SD 1.5: 768, 12 layers, 12 heads, MLP 3072).
+
+    Introduced in notebooks/02_tokenizer_text_encoder.ipynb.
+    """
     return CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=mlp,
                           num_hidden_layers=layers, num_attention_heads=heads,
                           max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=hidden,
@@ -52,15 +64,28 @@ def text_config(hidden: int, layers: int, heads: int, mlp: int) -> CLIPTextConfi
 
 
 def vae_from(channels: tuple[int, ...], groups: int, sample_size: int) -> AutoencoderKL:
-    # Four blocks -> three downsamplings -> a factor of 2**3 = 8, and 4 latent channels, as SD 1.5.
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=channels,
+    """SD's VAE class (random weights) with one encoder block per entry of ``channels`` and 4
+    latent channels. Every block but the last halves the resolution: SD 1.5's four blocks
+    (128, 256, 512, 512) give a factor of 2**3 = 8. ``groups``: the group norm's groups.
+
+    Introduced in notebooks/01_vae_latents.ipynb.
+    """
+    n = len(channels)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
+                         up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=channels,
                          layers_per_block=1, latent_channels=4, norm_num_groups=groups,
                          sample_size=sample_size)
 
 
 def unet_from(channels: tuple[int, ...], cross_dim: int, sample_size: int, layers: int, heads: int,
-          in_channels: int = 4) -> UNet2DConditionModel:
+              in_channels: int = 4) -> UNet2DConditionModel:
+    """SD's UNet class (random weights) at any size: one cross-attention level per entry of
+    ``channels``, ``layers`` ResNet + transformer layers per level, text of width ``cross_dim``
+    (the text encoder's hidden size), ``in_channels`` inputs (4 latents; 5 with depth, 9 for
+    inpainting) and always 4 outputs, the predicted noise.
+
+    Introduced in notebooks/03_unet_noise_prediction.ipynb.
+    """
     n = len(channels)
     return UNet2DConditionModel(
         sample_size=sample_size, in_channels=in_channels, out_channels=4,
@@ -70,7 +95,11 @@ def unet_from(channels: tuple[int, ...], cross_dim: int, sample_size: int, layer
 
 
 def tiny_unet(in_channels: int = 4) -> UNet2DConditionModel:
-    """The tiny UNet alone; ``in_channels=5`` takes a depth map as an extra channel (depth2img)."""
+    """The tiny UNet alone (random weights); ``in_channels=5`` takes a depth map as an extra
+    channel (depth2img), ``in_channels=9`` a mask and a masked picture's latents (inpainting).
+
+    Introduced in notebooks/03_unet_noise_prediction.ipynb.
+    """
     return unet_from((32, 64), cross_dim=768, sample_size=8, layers=1, heads=8, in_channels=in_channels)
 
 

@@ -7,7 +7,7 @@ img2img's, with the depth appended to every UNet input::
 
     depth = depth_condition(depth_map, (H/8, W/8))       # (B, 1, H/8, W/8) in [-1, 1]
     z0 = vae.encode(image) * scaling_factor               # (B, 4, H/8, W/8)
-    x = scheduler.add_noise(z0, noise, timesteps[t_start])
+    x = scheduler.add_noise(z0, noise, timesteps[t_start * scheduler.order])
     x = denoise(pipe, x, ..., start_step=t_start, extra_channels=depth)   # UNet input: 4 + 1
 
 Because the depth enters every step, the *layout* (what is near, what is far: the objects'
@@ -21,17 +21,21 @@ Introduced in notebooks/08_depth2img.ipynb.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .img2img import check_image_args, start_latents
+from .images import check_image_args
+from .img2img import start_latents
 from .sampling import Callback, decode, denoise, encode_text
 
-__all__ = ["as_depth", "check_depth_unet", "depth2img", "depth_condition", "structure_iou"]
+if TYPE_CHECKING:
+    from .models import Pipeline
+
+__all__ = ["as_depth", "depth2img", "depth_condition", "structure_iou"]
 
 
 def depth_condition(depth: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
@@ -87,18 +91,15 @@ def as_depth(depth: Any, size: tuple[int, int] | None = None) -> torch.Tensor:
     return torch.from_numpy(np.array(arr, dtype=np.float32))[None]  # a copy: never aliases the input
 
 
-def check_depth_unet(pipe: Any) -> None:
-    """``ValueError`` unless the UNet takes 4 latent channels + 1 depth channel.
-
-    Introduced in notebooks/08_depth2img.ipynb.
-    """
+def _check_depth_unet(pipe: Pipeline) -> None:
+    """``ValueError`` unless the UNet takes 4 latent channels + 1 depth channel."""
     n = pipe.unet.config.in_channels
     if n != 5:
         raise ValueError(f"depth2img needs a depth-conditioned UNet (5 input channels); this one has "
                          f'{n}. Use load_pipeline("mini-depth") or load_pipeline("sd2-depth").')
 
 
-def depth2img(pipe: Any, prompt: str | Sequence[str], image: Any, depth_map: Any, strength: float = 0.8,
+def depth2img(pipe: Pipeline, prompt: str | Sequence[str], image: Any, depth_map: Any, strength: float = 0.8,
               num_inference_steps: int = 25, guidance_scale: float = 7.5,
               negative_prompt: str | Sequence[str] | None = None, generator: Any = None,
               output_type: str = "pil", callback: Callback | None = None, *, eta: float = 0.0) -> Any:
@@ -110,7 +111,7 @@ def depth2img(pipe: Any, prompt: str | Sequence[str], image: Any, depth_map: Any
 
     Introduced in notebooks/08_depth2img.ipynb.
     """
-    check_depth_unet(pipe)
+    _check_depth_unet(pipe)
     image, batch, height, width, strength = check_image_args(pipe, prompt, negative_prompt, image, strength,
                                                              num_inference_steps, guidance_scale,
                                                              generator, output_type)

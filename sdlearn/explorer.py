@@ -1,11 +1,12 @@
 """What the explorer dashboard computes, without any widget: settings in, picture + steps + maps out.
 
 ``Explorer.run(settings)`` is one generation: it checks every setting first (``ValueError``,
-nothing computed), swaps in the chosen scheduler on its *own* pipeline object (the caller's
-``pipe`` keeps its scheduler), samples with ``sdlearn.sampling.sample`` — or
-``sdlearn.img2img.img2img`` when ``mode="img2img"`` — while a ``StepRecorder`` keeps every step
-(the ``callback`` dict) and ``capture_cross_attention`` records the cross-attention maps.
-``sdlearn.widgets.explorer`` wires ipywidgets to it; tests and benchmarks call it directly.
+nothing computed: the dashboard only shows the message), swaps in the chosen scheduler on its
+*own* pipeline object (the caller's ``pipe`` keeps its scheduler), samples with
+``sdlearn.sampling.sample`` — or ``sdlearn.img2img.img2img`` when ``mode="img2img"`` — while a
+``StepRecorder`` keeps every step (the ``callback`` dict) and ``capture_cross_attention`` records
+the cross-attention maps. ``sdlearn.widgets.explorer`` wires ipywidgets to it; tests and
+benchmarks call it directly.
 
 Introduced in notebooks/10_explorer.ipynb.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,19 +22,26 @@ from PIL import Image
 
 from .attention import capture_cross_attention, token_maps
 from .device import make_generator
-from .img2img import as_rgb, check_strength, img2img
+from .images import as_rgb, check_strength, demo_image
+from .img2img import img2img
 from .models import with_components
-from .sampling import StepRecorder, check_args, sample
-from .schedulers import SCHEDULERS, make_scheduler
+from .sampling import StepRecorder, check_args, sample, uses_cfg
+from .schedulers import SCHEDULERS, available_schedulers, make_scheduler
+
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin
+
+    from .models import Pipeline
 
 __all__ = ["Settings", "Result", "Explorer", "size_options", "MODES"]
 
 MODES = ("txt2img", "img2img")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    """Everything the dashboard's controls set. ``size=None`` is the model's native size.
+    """Everything the dashboard's controls set, by keyword (``Settings(prompt=..., seed=3)``).
+    ``size=None`` is the model's native size.
 
     Introduced in notebooks/10_explorer.ipynb.
     """
@@ -69,7 +77,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
-def size_options(pipe: Any) -> list[int]:
+def size_options(pipe: Pipeline) -> list[int]:
     """Square sizes to offer: 3/4, 1, 5/4, 3/2 and 2 times the native size, multiples of 8.
 
     sd-mini's native size is 64 (so 48 ... 128), SD 1.5's 512 (384 ... 1024). Sizes other than
@@ -90,54 +98,47 @@ class Explorer:
     Introduced in notebooks/10_explorer.ipynb.
     """
 
-    def __init__(self, pipe: Any, init_image: Any = None) -> None:
+    def __init__(self, pipe: Pipeline, init_image: Any = None) -> None:
         self.pipe = with_components(pipe)  # own scheduler slot; the modules are shared, not copied
         self._own = type(pipe.scheduler).__name__
         self.native = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        if init_image is None:
-            from .images import demo_image
-
-            init_image = demo_image("world")
-        self.init_image = as_rgb(init_image, "init_image")
-        self._schedulers: dict[str, Any] = {}
+        self.init_image = as_rgb(demo_image("world") if init_image is None else init_image, "init_image")
+        self._schedulers: dict[str, SchedulerMixin] = {}
 
     def own_scheduler(self) -> str:
         """The short name of the scheduler the model ships with ("ddim" for sd-mini, "pndm" for SD 1.5)."""
-        return next((k for k, v in SCHEDULERS.items() if v[0] == self._own and not v[1]), "ddim")
+        return next((name for name, spec in SCHEDULERS.items() if spec.cls == self._own and not spec.overrides),
+                    "ddim")
 
     def scheduler_names(self) -> list[str]:
         """The ``SCHEDULERS`` names this pipeline can use here."""
-        from .schedulers import available_schedulers
-
         return available_schedulers(self.pipe)
 
-    def check(self, s: Settings) -> None:
-        """Raise ``ValueError`` for any bad setting, before anything is computed."""
-        if s.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {s.mode!r}")
-        if s.scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {s.scheduler!r}; known: {', '.join(SCHEDULERS)}")
-        if not isinstance(s.prompt, str) or not s.prompt.strip():
-            raise ValueError("the prompt is empty: type what the picture should show")
-        size = s.size or self.native
-        check_args(self.pipe, s.prompt, s.negative_prompt or None, size, size,
-                   s.num_inference_steps, s.guidance_scale)
-        if s.mode == "img2img":
-            check_strength(s.strength, s.num_inference_steps)
-
-    def _scheduler(self, name: str) -> Any:
-        if name not in self._schedulers:
+    def _scheduler(self, name: str) -> SchedulerMixin:
+        if name not in self._schedulers:  # make_scheduler refuses unknown or unusable names
             self._schedulers[name] = make_scheduler(self.pipe, name)
         return self._schedulers[name]
 
     def run(self, s: Settings) -> Result:
         """Generate the picture for ``s``; every step is recorded, attention captured.
 
+        Every setting is checked first, and a bad one raises ``ValueError`` before anything is
+        computed: the mode and the prompt here, the scheduler by ``make_scheduler``, the rest by
+        the sampling checks (``check_args``, and ``check_strength`` for img2img).
+
         Introduced in notebooks/10_explorer.ipynb.
         """
-        self.check(s)
-        self.pipe.scheduler = self._scheduler(s.scheduler)
+        if s.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {s.mode!r}")
+        scheduler = self._scheduler(s.scheduler)
+        if not isinstance(s.prompt, str) or not s.prompt.strip():
+            raise ValueError("the prompt is empty: type what the picture should show")
         size = s.size or self.native
+        check_args(self.pipe, s.prompt, s.negative_prompt or None, size, size, s.num_inference_steps,
+                   s.guidance_scale)
+        if s.mode == "img2img":
+            check_strength(s.strength, s.num_inference_steps)
+        self.pipe.scheduler = scheduler
         rec, notes = StepRecorder(), []
         t0 = time.perf_counter()
         with torch.inference_mode(), capture_cross_attention(self.pipe.unet) as store:
@@ -155,5 +156,5 @@ class Explorer:
         maps = token_maps(store, self.pipe.tokenizer, s.prompt, size=(lat, lat))
         if size != self.native:
             notes.append(f"{size} px is not the native {self.native} px")
-        cfg = 2 if s.guidance_scale > 1 else 1
-        return Result(s, image, rec.steps, maps, seconds, cfg, notes)
+        passes = 2 if uses_cfg(self.pipe, s.guidance_scale) else 1
+        return Result(s, image, rec.steps, maps, seconds, passes, notes)

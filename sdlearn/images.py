@@ -5,21 +5,34 @@ The course runs offline, so every notebook uses the bundled demo images (``demo_
 pictures. ``DEMO_URLS`` records the CompVis sample pictures that the original Stable Diffusion
 demos used, as text only: nothing in sdlearn downloads them.
 
-Introduced in notebooks/00_quick_tour.ipynb.
+The pictures the image-conditioned tasks (img2img, inpainting, depth2img) take are checked here
+too, before any compute: ``as_rgb`` (one rule for pictures that are not RGB), ``check_strength``
+and ``check_image_args``.
+
+Introduced in notebooks/01_vae_latents.ipynb.
 """
 from __future__ import annotations
 
 import errno
 import io
+import numbers
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["DEMO_URLS", "load_image", "demo_image", "demo_mask", "demo_depth", "demo_names"]
+from .sampling import check_args
+
+if TYPE_CHECKING:
+    from .models import Pipeline
+
+__all__ = ["DEMO_URLS", "load_image", "demo_image", "demo_mask", "demo_depth", "demo_names",
+           "as_rgb", "check_strength", "check_image_args"]
 
 # Where the original img2img / inpainting demos got their pictures (not bundled, not downloaded).
 DEMO_URLS: dict[str, str] = {
@@ -103,7 +116,7 @@ def load_image(path_or_url: str | Path, size: int | tuple[int, int] | None = Non
     areas are composited on white. Raises ``FileNotFoundError`` for a missing file and
     ``ValueError`` for a file that is not a readable image.
 
-    Introduced in notebooks/00_quick_tour.ipynb.
+    Introduced in notebooks/01_vae_latents.ipynb.
     """
     if _is_url(path_or_url):
         src = str(path_or_url)
@@ -131,7 +144,10 @@ def load_image(path_or_url: str | Path, size: int | tuple[int, int] | None = Non
 
 
 def demo_names() -> list[str]:
-    """Names accepted by ``demo_image``. Introduced in notebooks/00_quick_tour.ipynb."""
+    """Names accepted by ``demo_image``.
+
+    Introduced in notebooks/01_vae_latents.ipynb.
+    """
     return list(_DEMOS)
 
 
@@ -155,7 +171,7 @@ def demo_image(name: str = "cat") -> Image.Image:
     ``"world"`` (64x64, a sample of ``sdlearn.mini.world``: "a blue circle on the right, yellow
     background"). Sources and licences: ``sdlearn/data/images/LICENSE.md``.
 
-    Introduced in notebooks/00_quick_tour.ipynb.
+    Introduced in notebooks/01_vae_latents.ipynb.
     """
     return _open_packaged(_demo_entry(name, 0, "image")).convert("RGB")
 
@@ -178,3 +194,69 @@ def demo_depth(name: str = "world") -> np.ndarray:
     """
     img = _open_packaged(_demo_entry(name, 2, "depth map")).convert("L")
     return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def as_rgb(image: Any, name: str = "image") -> Image.Image:
+    """The picture as an RGB ``PIL.Image``, or a ``ValueError`` saying why it cannot be one.
+
+    Accepted: a ``PIL.Image`` or a uint8 numpy array, (H, W) grey or (H, W, 3|4). The rule for
+    pictures that are not RGB:
+
+    * grey (``L``, ``1``): the grey value is copied to R, G and B (nothing is lost);
+    * with transparency (``RGBA``, ``LA``, ``P``, ``PA``): composited on **white**, as
+      ``load_image`` does — a plain ``convert("RGB")`` would feed the VAE
+      whatever colour hides under transparent pixels (often black);
+    * any other mode (``CMYK``, ``I;16``, ``F``, ``YCbCr``...): refused; convert it yourself,
+      knowing what its values mean.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (
+                image.ndim == 3 and image.shape[-1] not in (3, 4)):
+            raise ValueError(f"{name} as an array must be uint8 of shape (H, W), (H, W, 3) or "
+                             f"(H, W, 4), got {image.dtype} {image.shape}")
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"{name} must be a PIL picture or a uint8 array, got {type(image).__name__}"
+                         " (for a tensor: sdlearn.plotting.to_pil(x) first)")
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("L", "1", "RGBA", "LA", "P", "PA"):
+        return _to_rgb(image)
+    raise ValueError(f"{name} has mode {image.mode!r}; expected RGB (grey L and RGBA are converted,"
+                     f" RGBA onto white). Convert it first, e.g. {name}.convert('RGB')")
+
+
+def check_strength(strength: Any, num_inference_steps: int) -> float:
+    """``strength`` must be a number in (0, 1] that leaves at least one step to run.
+
+    diffusers accepts 0 too, but ``int(num_inference_steps * strength)`` steps would be run and
+    zero steps cannot denoise anything (the pipeline then fails deep inside); so do low
+    strengths with few steps (0.05 x 10 -> 0). Raises ``ValueError``.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0 < strength <= 1:
+        raise ValueError(f"strength must be a number in (0, 1] (the share of the steps to re-run), "
+                         f"got {strength!r}")
+    if int(num_inference_steps * strength) < 1:
+        raise ValueError(f"strength {strength} x {num_inference_steps} steps rounds down to 0 steps "
+                         "to run: raise strength or num_inference_steps")
+    return float(strength)
+
+
+def check_image_args(pipe: Pipeline, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None,
+                     image: Any, strength: Any, num_inference_steps: int, guidance_scale: float,
+                     generator: Any, output_type: str) -> tuple[Image.Image, int, int, int, float]:
+    """Everything an image-conditioned call checks before any compute (``ValueError``):
+    (the picture as RGB, batch, height, width, strength). Shared by img2img, inpainting and
+    depth2img: the picture by ``as_rgb``, the rest by ``sdlearn.sampling.check_args`` (at the
+    picture's size) and ``check_strength``.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    image = as_rgb(image)
+    batch, height, width = check_args(pipe, prompt, negative_prompt, image.height, image.width,
+                                      num_inference_steps, guidance_scale, generator, output_type)
+    return image, batch, height, width, check_strength(strength, num_inference_steps)

@@ -8,8 +8,11 @@ remaining steps of the same loop (``sdlearn.sampling.denoise`` with ``start_step
     z0 = vae.encode(image).latent_dist.sample(generator) * scaling_factor   # (B, 4, H/8, W/8)
     init_timestep = min(int(N * strength), N)       # how many of the N steps to run
     t_start = N - init_timestep                     # how many to skip
-    x = scheduler.add_noise(z0, randn(...), timesteps[t_start])
+    x = scheduler.add_noise(z0, randn(...), timesteps[t_start * scheduler.order])
     x = denoise(pipe, x, ..., start_step=t_start)   # the last init_timestep steps only
+
+(``scheduler.order`` is 1 for most schedulers; Heun's is 2, as each of its steps visits two
+timesteps, so step ``t_start`` begins at entry ``2 * t_start`` of ``scheduler.timesteps``.)
 
 ``strength`` in (0, 1] is the share of the schedule that is re-run: 0.2 keeps the picture and
 touches up details, 1.0 starts at the noisiest timestep (almost, but not quite, from scratch).
@@ -22,71 +25,22 @@ Introduced in notebooks/06_img2img.ipynb.
 """
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .images import _to_rgb
+from .images import check_image_args
 from .latents import encode, to_vae_input
-from .sampling import Callback, check_args, decode, denoise, encode_text
+from .sampling import Callback, decode, denoise, encode_text
 
-__all__ = ["as_rgb", "check_strength", "get_timesteps", "start_timesteps", "strength_table",
-           "encode_image", "noised_latents", "check_image_args", "start_latents", "img2img"]
+if TYPE_CHECKING:
+    from .models import Pipeline
 
-
-def as_rgb(image: Any, name: str = "image") -> Image.Image:
-    """The picture as an RGB ``PIL.Image``, or a ``ValueError`` saying why it cannot be one.
-
-    Accepted: a ``PIL.Image`` or a uint8 numpy array, (H, W) grey or (H, W, 3|4). The rule for
-    pictures that are not RGB:
-
-    * grey (``L``, ``1``): the grey value is copied to R, G and B (nothing is lost);
-    * with transparency (``RGBA``, ``LA``, ``P``, ``PA``): composited on **white**, as
-      ``sdlearn.images.load_image`` does — a plain ``convert("RGB")`` would feed the VAE
-      whatever colour hides under transparent pixels (often black);
-    * any other mode (``CMYK``, ``I;16``, ``F``, ``YCbCr``...): refused; convert it yourself,
-      knowing what its values mean.
-
-    Introduced in notebooks/06_img2img.ipynb.
-    """
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (
-                image.ndim == 3 and image.shape[-1] not in (3, 4)):
-            raise ValueError(f"{name} as an array must be uint8 of shape (H, W), (H, W, 3) or "
-                             f"(H, W, 4), got {image.dtype} {image.shape}")
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"{name} must be a PIL picture or a uint8 array, got {type(image).__name__}"
-                         " (for a tensor: sdlearn.plotting.to_pil(x) first)")
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("L", "1", "RGBA", "LA", "P", "PA"):
-        return _to_rgb(image)
-    raise ValueError(f"{name} has mode {image.mode!r}; expected RGB (grey L and RGBA are converted,"
-                     f" RGBA onto white). Convert it first, e.g. {name}.convert('RGB')")
-
-
-def check_strength(strength: Any, num_inference_steps: int) -> float:
-    """``strength`` must be a number in (0, 1] that leaves at least one step to run.
-
-    diffusers accepts 0 too, but ``int(num_inference_steps * strength)`` steps would be run and
-    zero steps cannot denoise anything (the pipeline then fails deep inside); so do low
-    strengths with few steps (0.05 x 10 -> 0). Raises ``ValueError``.
-
-    Introduced in notebooks/06_img2img.ipynb.
-    """
-    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0 < strength <= 1:
-        raise ValueError(f"strength must be a number in (0, 1] (the share of the steps to re-run), "
-                         f"got {strength!r}")
-    if int(num_inference_steps * strength) < 1:
-        raise ValueError(f"strength {strength} x {num_inference_steps} steps rounds down to 0 steps "
-                         "to run: raise strength or num_inference_steps")
-    return float(strength)
+__all__ = ["get_timesteps", "start_timesteps", "strength_table", "encode_image", "noised_latents",
+           "start_latents", "img2img"]
 
 
 def get_timesteps(num_inference_steps: int, strength: float) -> tuple[int, int]:
@@ -137,7 +91,7 @@ def strength_table(scheduler: Any, num_inference_steps: int,
     return rows
 
 
-def encode_image(pipe: Any, pixels: torch.Tensor, generator: Any = None) -> torch.Tensor:
+def encode_image(pipe: Pipeline, pixels: torch.Tensor, generator: Any = None) -> torch.Tensor:
     """Scaled latents ``z0`` of (B, 3, H, W) pixels in [-1, 1], *sampled* from the encoder's
     Gaussian as the pipelines do (one generator for the whole batch, or one per row).
 
@@ -149,7 +103,7 @@ def encode_image(pipe: Any, pixels: torch.Tensor, generator: Any = None) -> torc
     return encode(pipe.vae, pixels, sample=True, generator=generator)
 
 
-def noised_latents(pipe: Any, z0: torch.Tensor, t: torch.Tensor, generator: Any = None
+def noised_latents(pipe: Pipeline, z0: torch.Tensor, t: torch.Tensor, generator: Any = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_t, noise): ``scheduler.add_noise(z0, noise, t)`` with fresh N(0, I) noise drawn like
     ``sdlearn.sampling.initial_latents`` (on the generator's device, then moved).
@@ -163,21 +117,7 @@ def noised_latents(pipe: Any, z0: torch.Tensor, t: torch.Tensor, generator: Any 
     return pipe.scheduler.add_noise(z0, noise, t.repeat(z0.shape[0] // t.shape[0])), noise
 
 
-def check_image_args(pipe: Any, prompt: Any, negative_prompt: Any, image: Any, strength: Any,
-                     num_inference_steps: int, guidance_scale: float, generator: Any,
-                     output_type: str) -> tuple[Image.Image, int, int, int, float]:
-    """Everything an image-conditioned call checks before any compute (``ValueError``):
-    (the picture as RGB, batch, height, width, strength). Shared by img2img and depth2img.
-
-    Introduced in notebooks/06_img2img.ipynb.
-    """
-    image = as_rgb(image)
-    batch, height, width = check_args(pipe, prompt, negative_prompt, image.height, image.width,
-                                      num_inference_steps, guidance_scale, generator, output_type)
-    return image, batch, height, width, check_strength(strength, num_inference_steps)
-
-
-def start_latents(pipe: Any, image: Image.Image, batch: int, num_inference_steps: int, strength: float,
+def start_latents(pipe: Pipeline, image: Image.Image, batch: int, num_inference_steps: int, strength: float,
                   dtype: torch.dtype, generator: Any = None) -> tuple[int, torch.Tensor]:
     """Set the timesteps, encode the picture and noise it to the first timestep that runs:
     (t_start, x) for ``denoise(..., start_step=t_start)``. Shared by img2img and depth2img.
@@ -194,14 +134,14 @@ def start_latents(pipe: Any, image: Image.Image, batch: int, num_inference_steps
     return t_start, x
 
 
-def img2img(pipe: Any, prompt: str | Sequence[str], image: Any, strength: float = 0.8,
+def img2img(pipe: Pipeline, prompt: str | Sequence[str], image: Any, strength: float = 0.8,
             num_inference_steps: int = 25, guidance_scale: float = 7.5,
             negative_prompt: str | Sequence[str] | None = None, generator: Any = None,
             output_type: str = "pil", callback: Callback | None = None, *, eta: float = 0.0) -> Any:
     """Repaint ``image`` towards ``prompt``; ``StableDiffusionImg2ImgPipeline``'s result, bit for
     bit on the CPU (same seed and scheduler, the picture passed once per prompt).
 
-    ``image``: RGB picture (see ``as_rgb``) whose sides are multiples of the VAE factor (8); it
+    ``image``: RGB picture (see ``sdlearn.images.as_rgb``) whose sides are multiples of the VAE factor (8); it
     is not resized — pick the model's native size. ``strength`` in (0, 1]: the share of the
     ``num_inference_steps`` that is run. Other arguments as ``sdlearn.sampling.sample``. Every
     argument is checked (``ValueError``) before any model runs.

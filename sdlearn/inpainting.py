@@ -25,7 +25,7 @@ Introduced in notebooks/07_inpainting.ipynb.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,9 +34,15 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from scipy import ndimage
 
-from .img2img import as_rgb, check_strength, encode_image, start_timesteps
+from .images import as_rgb, check_image_args
+from .img2img import encode_image, start_timesteps
 from .latents import psnr, to_vae_input
-from .sampling import Callback, check_args, decode, denoise, encode_text
+from .sampling import Callback, decode, denoise, encode_text
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from .models import Pipeline
 
 __all__ = ["as_mask", "mask_tensors", "inpaint_condition", "block_mask", "unet_kind", "KnownRegionBlend", "inpaint",
            "random_inpainting_pipeline", "psnr_outside"]
@@ -139,7 +145,7 @@ def block_mask(mask: Any, factor: int = 8) -> Image.Image:
     return Image.fromarray(full.astype(np.uint8) * 255, "L")
 
 
-def unet_kind(pipe: Any) -> str:
+def unet_kind(pipe: Pipeline) -> str:
     """``"blend"`` for a UNet taking just the latents, ``"9-channel"`` for latents + mask + masked
     image latents; ``ValueError`` for anything else (a depth UNet, say).
 
@@ -178,7 +184,7 @@ class KnownRegionBlend:
         return (1 - self.mask) * known + self.mask * latents
 
 
-def inpaint(pipe: Any, prompt: str | Sequence[str], image: Any, mask: Any, strength: float = 1.0,
+def inpaint(pipe: Pipeline, prompt: str | Sequence[str], image: Any, mask: Any, strength: float = 1.0,
             num_inference_steps: int = 25, guidance_scale: float = 7.5,
             negative_prompt: str | Sequence[str] | None = None, generator: Any = None,
             output_type: str = "pil", callback: Callback | None = None, *, eta: float = 0.0) -> Any:
@@ -186,17 +192,16 @@ def inpaint(pipe: Any, prompt: str | Sequence[str], image: Any, mask: Any, stren
 
     The same pictures as ``StableDiffusionInpaintPipeline`` (bit for bit on the CPU; same seed
     and scheduler; with a prompt list, the picture and mask passed once per prompt), for both
-    UNet kinds (``unet_kind``). ``image``: RGB (see ``sdlearn.img2img.as_rgb``), sides multiples
+    UNet kinds (``unet_kind``). ``image``: RGB (see ``sdlearn.images.as_rgb``), sides multiples
     of 8, not resized; ``mask``: see ``as_mask``, same size. ``strength`` (default 1.0, start
     from pure noise) as in img2img. All inputs are checked (``ValueError``) before any compute.
 
     Introduced in notebooks/07_inpainting.ipynb.
     """
-    image = as_rgb(image)
+    image, batch, height, width, strength = check_image_args(pipe, prompt, negative_prompt, image, strength,
+                                                             num_inference_steps, guidance_scale,
+                                                             generator, output_type)
     mask = as_mask(mask, image.size)
-    batch, height, width = check_args(pipe, prompt, negative_prompt, image.height, image.width,
-                                      num_inference_steps, guidance_scale, generator, output_type)
-    strength = check_strength(strength, num_inference_steps)
     kind = unet_kind(pipe)
     device, scheduler = pipe._execution_device, pipe.scheduler
     with torch.no_grad():
@@ -234,7 +239,8 @@ def inpaint(pipe: Any, prompt: str | Sequence[str], image: Any, mask: Any, stren
     return images
 
 
-def random_inpainting_pipeline(seed: int = 0, device: str | torch.device | None = None) -> Any:
+def random_inpainting_pipeline(seed: int = 0, device: str | torch.device | None = None
+                               ) -> StableDiffusionInpaintPipeline:
     """A ``StableDiffusionInpaintPipeline`` of ``tiny``'s parts with a **random 9-channel UNet**
     (``tiny_unet(in_channels=9)``): runs the 9-channel code path offline, shapes and all. Its
     pictures are noise; use ``sd15-inpaint`` for real ones.

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from diffusers import (
@@ -38,6 +39,44 @@ from diffusers import (
 
 from .device import pick_device, pick_dtype
 
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, SchedulerMixin, UNet2DConditionModel
+    from diffusers.image_processor import VaeImageProcessor
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+
+class Pipeline(Protocol):
+    """What the course uses of a diffusers Stable Diffusion pipeline: its five parts, two helpers
+    built from them and three methods. ``StableDiffusionPipeline`` and its img2img, inpainting
+    and depth siblings all have them, whatever the model's size (``load_pipeline`` returns one).
+
+    A type for reading signatures (``pipe: Pipeline``); nothing checks it at runtime.
+
+    Introduced in notebooks/04_diy_sampling_loop.ipynb.
+    """
+
+    vae: AutoencoderKL  # pictures <-> latents (notebook 01)
+    tokenizer: CLIPTokenizer  # prompt -> 77 token ids (notebook 02)
+    text_encoder: CLIPTextModel  # token ids -> (B, 77, D) embeddings (notebook 02)
+    unet: UNet2DConditionModel  # predicts the noise (notebook 03)
+    scheduler: SchedulerMixin  # timesteps and the step rule (notebooks 04-05)
+    vae_scale_factor: int  # pixels per latent cell along a side: 8
+    image_processor: VaeImageProcessor  # PIL <-> (B, 3, H, W) tensors in [-1, 1]
+    components: dict[str, Any]  # the parts by name, to build another pipeline over them
+
+    @property
+    def _execution_device(self) -> torch.device:
+        """Where the models compute (the GPU even when CPU offloading parks them on the CPU)."""
+
+    def encode_prompt(self, prompt: str | Sequence[str], device: torch.device, num_images_per_prompt: int,
+                      do_classifier_free_guidance: bool, negative_prompt: str | Sequence[str] | None = None,
+                      **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(cond, uncond) text embeddings; uncond is None without guidance."""
+
+    def maybe_free_model_hooks(self) -> None:
+        """Offload the models again after a call (a no-op unless CPU offloading is on)."""
+
+
 TASKS: dict[str, type[DiffusionPipeline]] = {
     "txt2img": StableDiffusionPipeline,
     "img2img": StableDiffusionImg2ImgPipeline,
@@ -48,6 +87,12 @@ TASKS: dict[str, type[DiffusionPipeline]] = {
 
 @dataclass(frozen=True)
 class ModelSource:
+    """One entry of ``REGISTRY``: a short name, where the weights come from, what they are, and
+    the task (pipeline class) they were published for.
+
+    Introduced in notebooks/00_quick_tour.ipynb.
+    """
+
     name: str
     source: str  # a hub repo id, "builtin:tiny" or "package:<folder>"
     description: str
@@ -73,7 +118,11 @@ REGISTRY: dict[str, ModelSource] = {
 
 
 class ModelUnavailableError(RuntimeError):
-    """A model could not be loaded (offline hub, missing folder, wrong task)."""
+    """A model could not be loaded (offline hub, missing folder, unknown name); the message says
+    what to use instead.
+
+    Introduced in notebooks/00_quick_tour.ipynb.
+    """
 
 
 def default_model() -> str:
@@ -86,7 +135,10 @@ def default_model() -> str:
 
 def mini_path(variant: str = "") -> Path | None:
     """The bundled sd-mini folder (``variant="depth"``/``"inpaint"``: the fine-tuned UNet's
-    folder), or None while it is not shipped."""
+    folder), or None while it is not shipped.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
     p = Path(str(resources.files("sdlearn") / "data" / ("sd-mini" + (f"-{variant}" if variant else ""))))
     return p if (p / ("unet/config.json" if variant else "model_index.json")).exists() else None
 

@@ -46,7 +46,7 @@ def to_pil(img: Any) -> Image.Image:
       with ``(x + 1) / 2`` or ``x.clamp(0, 1)`` first if that matters. A 4-channel tensor is
       taken to be a latent and refused: use ``show_channels`` for those.
 
-    Introduced in notebooks/00_quick_tour.ipynb.
+    Introduced in notebooks/01_vae_latents.ipynb.
     """
     if isinstance(img, Image.Image):
         return img if img.mode in ("RGB", "L") else img.convert("RGB")
@@ -79,6 +79,14 @@ def to_pil(img: Any) -> Image.Image:
         arr = _float_to_uint8(arr)
     pil = Image.fromarray(arr)
     return pil if pil.mode in ("RGB", "L") else pil.convert("RGB")
+
+
+def _given_axes(axes: Any, n: int, what: str) -> np.ndarray:
+    """Axes passed in by the caller, as a flat array; there must be one for each of the ``n`` ``what``."""
+    flat = np.asarray(axes, dtype=object).ravel()
+    if len(flat) < n:
+        raise ValueError(f"got {n} {what} but only {len(flat)} axes")
+    return flat
 
 
 def _hide_ticks(ax: Axes) -> None:
@@ -139,9 +147,7 @@ def show_grid(images: Sequence[Any] | Any, ncols: int | None = None,
         for extra in flat[n:]:
             extra.remove()
     else:
-        flat = np.asarray(axes, dtype=object).ravel()
-        if len(flat) < n:
-            raise ValueError(f"got {n} images but only {len(flat)} axes")
+        flat = _given_axes(axes, n, "images")
     for i, (img, ax) in enumerate(zip(images, flat)):
         show_image(img, ax=ax, title=None if titles is None else titles[i])
     return flat[:n]
@@ -170,9 +176,7 @@ def show_channels(latents: Any, ax: Any = None, figsize: tuple[float, float] | N
         _, grid = plt.subplots(1, c, figsize=figsize or (2.5 * c, 2.5), squeeze=False)
         flat = grid.ravel()
     else:
-        flat = np.asarray(ax, dtype=object).ravel()
-        if len(flat) < c:
-            raise ValueError(f"latent has {c} channels but only {len(flat)} axes were given")
+        flat = _given_axes(ax, c, "latent channels")
     for i in range(c):
         flat[i].imshow(arr[i], cmap=cmap)
         flat[i].set_title(f"channel {i}")

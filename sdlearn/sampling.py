@@ -41,12 +41,17 @@ from __future__ import annotations
 import inspect
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-__all__ = ["sample", "check_args", "encode_text", "initial_latents", "denoise", "decode",
+from .text import cfg_batch
+
+if TYPE_CHECKING:  # for the signatures only: importing models would load every pipeline class
+    from .models import Pipeline
+
+__all__ = ["sample", "check_args", "uses_cfg", "encode_text", "initial_latents", "denoise", "decode",
            "predict_x0", "StepRecorder", "guidance_norms"]
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -54,13 +59,20 @@ Callback = Callable[[dict], Any]
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _uses_cfg(pipe: Any, guidance_scale: float) -> bool:
-    # As the pipeline: w <= 1 means no guidance at all (one UNet pass on the prompt alone), and
-    # UNets with a guidance embedding (time_cond_proj_dim, LCM) take w as an input instead.
+def uses_cfg(pipe: Pipeline, guidance_scale: float) -> bool:
+    """Does sampling at ``guidance_scale`` run classifier-free guidance, two UNet rows per picture?
+
+    The pipeline's rule: ``guidance_scale > 1`` and a UNet without a guidance embedding
+    (``unet.config.time_cond_proj_dim``). At w <= 1 the guided prediction is the prompt's alone,
+    so the unconditional pass is skipped; UNets with a guidance embedding (LCM) take w as an
+    input instead of a second pass.
+
+    Introduced in notebooks/04_diy_sampling_loop.ipynb.
+    """
     return guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None
 
 
-def check_args(pipe: Any, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None,
+def check_args(pipe: Pipeline, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None,
                height: int | None, width: int | None, num_inference_steps: int,
                guidance_scale: float, generator: Any = None,
                output_type: str = "pil") -> tuple[int, int, int]:
@@ -102,14 +114,14 @@ def check_args(pipe: Any, prompt: str | Sequence[str], negative_prompt: str | Se
     return batch, int(height), int(width)
 
 
-def encode_text(pipe: Any, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
+def encode_text(pipe: Pipeline, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
                 guidance_scale: float = 7.5, device: torch.device | None = None) -> torch.Tensor:
     """Step 1: the text embeddings for the UNet, ``[uncond; cond]`` stacked (2B, 77, D) with
     guidance, or just ``cond`` (B, 77, D) without (``guidance_scale <= 1``).
 
     Introduced in notebooks/04_diy_sampling_loop.ipynb.
     """
-    cfg = _uses_cfg(pipe, guidance_scale)
+    cfg = uses_cfg(pipe, guidance_scale)
     prompt = prompt if isinstance(prompt, str) else list(prompt)
     negative_prompt = negative_prompt if negative_prompt is None or isinstance(negative_prompt, str) \
         else list(negative_prompt)
@@ -117,10 +129,10 @@ def encode_text(pipe: Any, prompt: str | Sequence[str], negative_prompt: str | S
     # negative prompt means the empty prompt "", which is what "unconditional" is in SD.
     device = device or pipe._execution_device
     cond, uncond = pipe.encode_prompt(prompt, device, 1, cfg, negative_prompt)
-    return torch.cat([uncond, cond]) if cfg else cond  # uncond first, as the pipeline does
+    return cfg_batch(cond, uncond) if cfg else cond  # [uncond; cond], as the pipeline does
 
 
-def initial_latents(pipe: Any, batch: int, height: int, width: int, dtype: torch.dtype,
+def initial_latents(pipe: Pipeline, batch: int, height: int, width: int, dtype: torch.dtype,
                     generator: Any = None, latents: torch.Tensor | None = None,
                     device: torch.device | None = None) -> torch.Tensor:
     """Step 3: x_T = N(0, I) noise of shape (B, 4, H/8, W/8) times ``scheduler.init_noise_sigma``.
@@ -183,7 +195,7 @@ def predict_x0(scheduler: Any, latents: torch.Tensor, noise_pred: torch.Tensor,
 
 
 @torch.no_grad()
-def denoise(pipe: Any, latents: torch.Tensor, prompt_embeds: torch.Tensor, guidance_scale: float,
+def denoise(pipe: Pipeline, latents: torch.Tensor, prompt_embeds: torch.Tensor, guidance_scale: float,
             start_step: int = 0, generator: Any = None, eta: float = 0.0,
             extra_channels: torch.Tensor | None = None, callback: Callback | None = None,
             step_hook: StepHook | None = None) -> torch.Tensor:
@@ -203,7 +215,7 @@ def denoise(pipe: Any, latents: torch.Tensor, prompt_embeds: torch.Tensor, guida
     Introduced in notebooks/04_diy_sampling_loop.ipynb.
     """
     scheduler, unet = pipe.scheduler, pipe.unet
-    cfg = _uses_cfg(pipe, guidance_scale)
+    cfg = uses_cfg(pipe, guidance_scale)
     begin = start_step * scheduler.order
     timesteps = scheduler.timesteps[begin:]
     if start_step and hasattr(scheduler, "set_begin_index"):
@@ -240,7 +252,7 @@ def denoise(pipe: Any, latents: torch.Tensor, prompt_embeds: torch.Tensor, guida
 
 
 @torch.no_grad()
-def decode(pipe: Any, latents: torch.Tensor, output_type: str = "pil") -> Any:
+def decode(pipe: Pipeline, latents: torch.Tensor, output_type: str = "pil") -> Any:
     """Step 6: latents -> pictures via ``vae.decode(latents / scaling_factor)`` and
     ``pipe.image_processor.postprocess``. ``output_type``: "pil" (list of PIL images), "np"
     ((B, H, W, 3) floats in [0, 1]), "pt" ((B, 3, H, W) tensor) or "latent" (latents as is).
@@ -261,7 +273,7 @@ def decode(pipe: Any, latents: torch.Tensor, output_type: str = "pil") -> Any:
     return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=denorm)
 
 
-def sample(pipe: Any, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
+def sample(pipe: Pipeline, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
            height: int | None = None, width: int | None = None, num_inference_steps: int = 25,
            guidance_scale: float = 7.5, generator: Any = None, latents: torch.Tensor | None = None,
            callback: Callback | None = None, output_type: str = "pil", *, eta: float = 0.0) -> Any:

@@ -14,40 +14,54 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-__all__ = ["SCHEDULERS", "make_scheduler", "available_schedulers", "noise_schedule",
-           "describe", "steps_vs_quality"]
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin
 
-# short name -> (diffusers class, config overrides, extra package its step() needs)
-SCHEDULERS: dict[str, tuple[str, dict, str | None]] = {
-    "ddim": ("DDIMScheduler", {}, None),
-    "pndm": ("PNDMScheduler", {}, None),  # SD 1.5's default (PLMS)
-    "euler": ("EulerDiscreteScheduler", {}, None),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}, None),  # stochastic: fresh noise per step
-    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}, None),
-    "lms": ("LMSDiscreteScheduler", {}, "scipy"),  # integrates its coefficients with scipy
-    "heun": ("HeunDiscreteScheduler", {}, None),  # 2nd order: two UNet calls per step
-    "unipc": ("UniPCMultistepScheduler", {}, None),
+    from .models import Pipeline
+
+__all__ = ["SchedulerSpec", "SCHEDULERS", "make_scheduler", "available_schedulers", "noise_schedule",
+           "describe"]
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """One row of ``SCHEDULERS``: the diffusers class (by name), the config values that make
+    it the named sampler (DPM-Solver++ is ``DPMSolverMultistepScheduler`` with
+    ``algorithm_type="dpmsolver++"``), and the extra package its ``step`` needs, if any.
+
+    Introduced in notebooks/05_schedulers.ipynb.
+    """
+
+    cls: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    needs: str | None = None
+
+
+# The course's samplers by short name.
+SCHEDULERS: dict[str, SchedulerSpec] = {
+    "ddim": SchedulerSpec("DDIMScheduler"),
+    "pndm": SchedulerSpec("PNDMScheduler"),  # SD 1.5's default (PLMS)
+    "euler": SchedulerSpec("EulerDiscreteScheduler"),
+    "euler_a": SchedulerSpec("EulerAncestralDiscreteScheduler"),  # stochastic: fresh noise per step
+    "dpm++": SchedulerSpec("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "lms": SchedulerSpec("LMSDiscreteScheduler", needs="scipy"),  # integrates its coefficients with scipy
+    "heun": SchedulerSpec("HeunDiscreteScheduler"),  # 2nd order: two UNet calls per step
+    "unipc": SchedulerSpec("UniPCMultistepScheduler"),
 }
 
 
-def _class(name: str) -> type:
-    import diffusers
-
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
-    return getattr(diffusers, SCHEDULERS[name][0])
-
-
-def _config(pipe_or_scheduler: Any) -> Any:
+def _config(pipe_or_scheduler: Pipeline | SchedulerMixin) -> Any:
     return getattr(pipe_or_scheduler, "scheduler", pipe_or_scheduler).config
 
 
-def make_scheduler(pipe: Any, name: str, **overrides: Any) -> Any:
+def make_scheduler(pipe: Pipeline | SchedulerMixin, name: str, **overrides: Any) -> SchedulerMixin:
     """A new scheduler ``name`` (see ``SCHEDULERS``) built from ``pipe``'s scheduler config.
 
     It is ``Class.from_config(pipe.scheduler.config, **defaults, **overrides)``: the model's
@@ -58,15 +72,19 @@ def make_scheduler(pipe: Any, name: str, **overrides: Any) -> Any:
 
     Introduced in notebooks/05_schedulers.ipynb.
     """
-    cls = _class(name)
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
+    spec = SCHEDULERS[name]
+    cls = getattr(diffusers, spec.cls)
     current = getattr(pipe, "scheduler", pipe)
     compatible = {c.__name__ for c in current.compatibles} | {type(current).__name__}
     if cls.__name__ not in compatible:
         raise ValueError(f"{cls.__name__} is not compatible with {type(current).__name__}")
-    extra = SCHEDULERS[name][2]
-    if extra is not None and importlib.util.find_spec(extra) is None:
-        raise ValueError(f"the {name!r} scheduler needs the {extra!r} package: pip install {extra}")
-    defaults = dict(SCHEDULERS[name][1])
+    if spec.needs is not None and importlib.util.find_spec(spec.needs) is None:
+        raise ValueError(f"the {name!r} scheduler needs the {spec.needs!r} package: pip install {spec.needs}")
+    defaults = dict(spec.overrides)
     if "clip_sample" in inspect.signature(cls.__init__).parameters and "clip_sample" not in current.config:
         # DDIM/DDPM clip x0 to [-1, 1] by default, right for pixels but wrong for SD's latents
         # (diffusers itself warns); SD 1.5's config says clip_sample: false, so do the same.
@@ -74,7 +92,7 @@ def make_scheduler(pipe: Any, name: str, **overrides: Any) -> Any:
     return cls.from_config(current.config, **{**defaults, **overrides})
 
 
-def available_schedulers(pipe: Any) -> list[str]:
+def available_schedulers(pipe: Pipeline | SchedulerMixin) -> list[str]:
     """The names in ``SCHEDULERS`` that ``make_scheduler`` can build for this pipeline here.
 
     Introduced in notebooks/05_schedulers.ipynb.
@@ -89,7 +107,7 @@ def available_schedulers(pipe: Any) -> list[str]:
     return ok
 
 
-def noise_schedule(pipe: Any) -> dict[str, np.ndarray]:
+def noise_schedule(pipe: Pipeline | SchedulerMixin) -> dict[str, np.ndarray]:
     """The training noise schedule as float64 arrays over t = 0..T-1: ``betas`` (beta_t),
     ``alphas_cumprod`` (alpha-bar_t = prod (1 - beta_s)), ``signal`` (sqrt(alpha-bar_t), the
     share of x_0 left in x_t), ``noise`` (sqrt(1 - alpha-bar_t)) and ``sigmas``

@@ -11,10 +11,13 @@ Introduced in notebooks/02_tokenizer_text_encoder.ipynb.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .models import Pipeline
 
 __all__ = ["tokenize", "token_table", "embedding_tables", "input_embeddings", "embed", "encode_prompts", "cfg_batch",
            "prompt_similarity"]
@@ -97,7 +100,7 @@ def embed(text_encoder: Any, ids: torch.Tensor) -> torch.Tensor:
     return text_encoder(ids.to(text_encoder.device))[0]
 
 
-def encode_prompts(pipe: Any, prompt: str | list[str],
+def encode_prompts(pipe: Pipeline, prompt: str | list[str],
                    negative_prompt: str | list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(cond, uncond)`` embeddings for classifier-free guidance via the public ``encode_prompt``.
 

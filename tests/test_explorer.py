@@ -21,6 +21,12 @@ def _close(a, b) -> bool:
 FAST = Settings(prompt="a red circle", num_inference_steps=3, scheduler="ddim")
 
 
+def test_settings_by_keyword_only():
+    with pytest.raises(TypeError):
+        Settings("a red circle")  # nine positional fields would be easy to mix up
+    assert FAST.but(seed=3) == Settings(prompt="a red circle", num_inference_steps=3, scheduler="ddim", seed=3)
+
+
 def test_size_options(tiny_pipe):
     assert size_options(tiny_pipe) == [48, 64, 80, 96, 128]  # native 64 = sample_size 8 x factor 8
 
@@ -38,6 +44,7 @@ def test_run_matches_sample_and_leaves_the_pipe_alone(tiny_pipe):
         tiny_pipe.scheduler = own
     assert _close(r.image, ref)
     assert len(r.steps) == 3 and r.unet_passes_per_step == 2 and r.seconds > 0
+    assert ex.run(FAST.but(guidance_scale=1.0)).unet_passes_per_step == 1
     assert list(r.maps) == ["a", "red", "circle"] and r.maps["red"].shape == (8, 8)
 
 
@@ -119,6 +126,21 @@ def test_dashboard_scrubber_and_token(tiny_pipe):
     assert _png(w.x0.value) == x0 and w.decodes == 4
     w.prompt.value = "a circle"  # the chosen token survives a new prompt that still has it
     assert w.token.value == "circle" and w.renders == 2
+
+
+def test_dashboard_shows_what_run_refuses(tiny_pipe, monkeypatch):
+    """The dashboard checks nothing itself: Explorer.run is the one place that raises."""
+    w = explorer(tiny_pipe, FAST)
+    before, calls = _png(w.image.value), []
+
+    def refuse(settings):
+        calls.append(settings)
+        raise ValueError("no, because")
+
+    monkeypatch.setattr(w.explorer, "run", refuse)
+    w.prompt.value = ""  # even an empty prompt goes to run, which says why it is refused
+    assert calls == [FAST.but(prompt="", size=64)] and w.status.value == "error: no, because"
+    assert _png(w.image.value) == before and not w.generate.disabled and w.renders == 1
 
 
 def test_dashboard_bad_input_keeps_the_picture(tiny_pipe):

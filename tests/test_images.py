@@ -1,6 +1,8 @@
-"""Tests for sdlearn.images: loading files and URLs, and the bundled demo images."""
+"""Tests for sdlearn.images: loading files and URLs, the bundled demo images, and the checks of
+the pictures the image-conditioned tasks take."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -10,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sdlearn import images
-from sdlearn.images import DEMO_URLS, demo_depth, demo_image, demo_mask, load_image
+from sdlearn.images import DEMO_URLS, as_rgb, check_strength, demo_depth, demo_image, demo_mask, load_image
 
 
 @pytest.fixture
@@ -199,3 +202,28 @@ def test_demo_urls_are_the_compvis_ones() -> None:
     assert DEMO_URLS["inpaint_mask"].endswith("overture-creations-5sI6fQgYIuo_mask.png")
     prefix = "https://raw.githubusercontent.com/CompVis/"
     assert all(u.startswith(prefix) for u in DEMO_URLS.values())
+
+
+# --- checks of the pictures img2img, inpainting and depth2img take ---------------------------
+
+def test_as_rgb_rules():
+    rgb = Image.new("RGB", (8, 8), (10, 20, 30))
+    assert as_rgb(rgb) is rgb
+    grey = as_rgb(Image.new("L", (8, 8), 77))
+    assert grey.mode == "RGB" and grey.getpixel((0, 0)) == (77, 77, 77)
+    clear = as_rgb(Image.new("RGBA", (8, 8), (0, 0, 0, 0)))  # transparent black: white
+    assert clear.getpixel((0, 0)) == (255, 255, 255)
+    half = as_rgb(Image.new("RGBA", (8, 8), (0, 0, 0, 128)))
+    assert half.getpixel((0, 0)) == (127, 127, 127)
+    assert as_rgb(np.zeros((8, 8, 3), np.uint8)).size == (8, 8)
+    for bad, match in [(Image.new("CMYK", (8, 8)), "mode 'CMYK'"), (Image.new("F", (8, 8)), "mode 'F'"),
+                       (np.zeros((8, 8, 3)), "uint8"), (torch.zeros(3, 8, 8), "to_pil"),
+                       (np.zeros((8, 8, 2), np.uint8), "shape")]:
+        with pytest.raises(ValueError, match=match):
+            as_rgb(bad)
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -0.1, 1.5, math.nan, True, "0.5", None])
+def test_check_strength_range(value):
+    with pytest.raises(ValueError, match=r"strength must be a number in \(0, 1\]"):
+        check_strength(value, 10)

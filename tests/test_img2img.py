@@ -1,6 +1,4 @@
 """img2img by hand (sdlearn.img2img) against StableDiffusionImg2ImgPipeline: same seed, same picture."""
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -9,8 +7,7 @@ from PIL import Image
 
 from sdlearn.device import make_generator
 from sdlearn.images import demo_image
-from sdlearn.img2img import (as_rgb, check_strength, get_timesteps, img2img, start_timesteps,
-                             strength_table)
+from sdlearn.img2img import get_timesteps, img2img, start_timesteps, strength_table
 from sdlearn.latents import count_vae_calls, encode
 from sdlearn.models import is_trained, load_pipeline
 from sdlearn.schedulers import make_scheduler
@@ -105,23 +102,6 @@ def test_start_timesteps_and_table(pipe):
     assert rows[0]["t_first"] == float(s.timesteps[8]) and rows[1]["t_first"] == float(s.timesteps[0])
 
 
-def test_as_rgb_rules():
-    rgb = Image.new("RGB", (8, 8), (10, 20, 30))
-    assert as_rgb(rgb) is rgb
-    grey = as_rgb(Image.new("L", (8, 8), 77))
-    assert grey.mode == "RGB" and grey.getpixel((0, 0)) == (77, 77, 77)
-    clear = as_rgb(Image.new("RGBA", (8, 8), (0, 0, 0, 0)))  # transparent black: white
-    assert clear.getpixel((0, 0)) == (255, 255, 255)
-    half = as_rgb(Image.new("RGBA", (8, 8), (0, 0, 0, 128)))
-    assert half.getpixel((0, 0)) == (127, 127, 127)
-    assert as_rgb(np.zeros((8, 8, 3), np.uint8)).size == (8, 8)
-    for bad, match in [(Image.new("CMYK", (8, 8)), "mode 'CMYK'"), (Image.new("F", (8, 8)), "mode 'F'"),
-                       (np.zeros((8, 8, 3)), "uint8"), (torch.zeros(3, 8, 8), "to_pil"),
-                       (np.zeros((8, 8, 2), np.uint8), "shape")]:
-        with pytest.raises(ValueError, match=match):
-            as_rgb(bad)
-
-
 def test_grey_and_rgba_inputs_run_as_converted(pipe, world):
     kw = dict(strength=0.5, num_inference_steps=4, output_type="np")
     grey = world.convert("L")
@@ -131,12 +111,6 @@ def test_grey_and_rgba_inputs_run_as_converted(pipe, world):
     rgba = world.convert("RGBA")
     assert np.array_equal(img2img(pipe, PROMPT, rgba, generator=make_generator(0), **kw),
                           img2img(pipe, PROMPT, world, generator=make_generator(0), **kw))
-
-
-@pytest.mark.parametrize("value", [0, 0.0, -0.1, 1.5, math.nan, True, "0.5", None])
-def test_check_strength_range(value):
-    with pytest.raises(ValueError, match=r"strength must be a number in \(0, 1\]"):
-        check_strength(value, 10)
 
 
 @pytest.mark.parametrize("kw,match", [

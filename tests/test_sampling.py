@@ -8,7 +8,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from sdlearn.device import make_generator
 from sdlearn.sampling import (StepRecorder, decode, denoise, encode_text, guidance_norms, predict_x0,
-                              sample)
+                              sample, uses_cfg)
+from sdlearn.text import cfg_batch
 
 # Euler-type set_timesteps calls np.array(tensor), which numpy 2 flags inside diffusers: not ours.
 
@@ -64,8 +65,26 @@ def test_guidance_one_pass_below_one(pipe, g):
         hook.remove()
     n = len(batches) // 2  # pipeline calls, then ours
     assert batches[:n] == batches[n:]
-    assert set(batches) == ({1} if g <= 1 else {2})
+    assert set(batches) == ({1} if g <= 1 else {2}) == ({2} if uses_cfg(pipe, g) else {1})
     assert np.abs(ours - theirs).max() <= 1e-5
+
+
+def test_uses_cfg_is_the_pipelines_rule(pipe):
+    """Guidance > 1 doubles the batch, unless the UNet takes the guidance scale as an input
+    (a guidance embedding, ``time_cond_proj_dim``: LCM); as the pipeline's own property says."""
+    from types import SimpleNamespace
+
+    for g in (0.0, 1.0, 1.01, 7.5):
+        pipe._guidance_scale = g  # what the pipeline's do_classifier_free_guidance reads
+        assert uses_cfg(pipe, g) == pipe.do_classifier_free_guidance == (g > 1)
+    lcm = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(time_cond_proj_dim=256)))
+    assert not uses_cfg(lcm, 7.5)
+
+
+def test_encode_text_stacks_uncond_first(pipe):
+    cond, uncond = pipe.encode_prompt("a red circle", pipe.device, 1, True, "blue")
+    assert torch.equal(encode_text(pipe, "a red circle", "blue", 7.5), cfg_batch(cond, uncond))
+    assert torch.equal(encode_text(pipe, "a red circle", "blue", 1.0), cond)
 
 
 def test_negative_prompt_and_batch(pipe):

@@ -23,9 +23,10 @@ def test_names_build_compatible_schedulers(pipe):
     assert set(SCHEDULERS) == {"ddim", "pndm", "euler", "euler_a", "dpm++", "lms", "heun", "unipc"}
     assert available_schedulers(pipe) == list(SCHEDULERS)  # scipy is a dependency: LMS works
     compatible = {c.__name__ for c in pipe.scheduler.compatibles} | {"PNDMScheduler"}
-    for name, (cls_name, _, _) in SCHEDULERS.items():
+    for name, spec in SCHEDULERS.items():
         s = make_scheduler(pipe, name)
-        assert type(s).__name__ == cls_name and cls_name in compatible
+        assert type(s).__name__ == spec.cls and spec.cls in compatible
+        assert all(s.config[k] == v for k, v in spec.overrides.items())
         assert s.config.beta_schedule == "scaled_linear" and s.config.beta_end == 0.012
     assert make_scheduler(pipe, "dpm++").config.algorithm_type == "dpmsolver++"
     assert make_scheduler(pipe, "ddim").config.clip_sample is False  # latents are not in [-1, 1]

@@ -7,7 +7,7 @@ from PIL import Image
 
 from sdlearn.device import make_generator
 from sdlearn.sampling import StepRecorder, sample
-from sdlearn.widgets import guidance_explorer, png_bytes, step_scrubber
+from sdlearn.widgets import _png_bytes, guidance_explorer, step_scrubber
 
 
 def _size(png) -> tuple[int, int]:
@@ -15,7 +15,7 @@ def _size(png) -> tuple[int, int]:
 
 
 def test_png_bytes_scales_up():
-    png = png_bytes(Image.new("RGB", (64, 32), "red"), size=256)
+    png = _png_bytes(Image.new("RGB", (64, 32), "red"), size=256)
     assert png.startswith(b"\x89PNG") and _size(png) == (256, 128)
 
 
@@ -29,7 +29,7 @@ def test_guidance_explorer(tiny_pipe):
     # The first picture is exactly what sample() makes with these settings.
     ref = sample(tiny_pipe, "a red circle", num_inference_steps=2, guidance_scale=7.5,
                  generator=make_generator(0))[0]
-    assert first == png_bytes(ref, 128)
+    assert first == _png_bytes(ref, 128)
 
     seen = [first]
     for control, value in ((w.seed, 3), (w.steps, 3), (w.prompt, "a blue star"),

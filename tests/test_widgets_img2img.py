@@ -7,7 +7,7 @@ from PIL import Image
 from sdlearn.device import make_generator
 from sdlearn.images import demo_image
 from sdlearn.img2img import img2img
-from sdlearn.widgets import png_bytes, strength_explorer
+from sdlearn.widgets import _png_bytes, strength_explorer
 
 
 def _size(png) -> tuple[int, int]:
@@ -21,12 +21,12 @@ def test_strength_explorer(tiny_pipe):
     assert isinstance(w, widgets.VBox) and w.renders == 1
     for c in (w.strength, w.steps, w.seed, w.prompt):
         assert c.continuous_update is False
-    assert bytes(w.input.value) == png_bytes(world, 128)
+    assert bytes(w.input.value) == _png_bytes(world, 128)
     first = bytes(w.image.value)  # ipywidgets 8 stores a memoryview, 7 the bytes
     assert _size(first) == (128, 128)
     ref = img2img(tiny_pipe, "a red circle", world, strength=0.6, num_inference_steps=10,
                   generator=make_generator(0))[0]
-    assert first == png_bytes(ref, 128)  # exactly img2img's picture
+    assert first == _png_bytes(ref, 128)  # exactly img2img's picture
     assert "ran 6 of 10 steps" in w.info.value and "skipped 4" in w.info.value
 
     seen = [first]

@@ -32,6 +32,8 @@ def mini_components(seed: int = 0) -> dict:
     64x64 pictures -> 4x8x8 latents; a 2-layer CLIP text encoder of width 48 over the full
     49,408-token vocabulary; a two-level cross-attention UNet. Sizes were chosen by measurement
     (seconds per training step on 2 CPU cores) under a 30 MB budget for the shipped weights.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     torch.manual_seed(seed)
     return {
