@@ -93,7 +93,7 @@ def vae_batch(rng: np.random.Generator, step: int, batch: int, crop: int, photos
 def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, crop: int = 32,
               lr: float = 1e-3, kl_weight: float = 1e-6, photo_frac: float = 0.1,
               ckpt_every: int = 250, seed: int = 0, decoder_only: bool = False,
-              progress: bool = True, pool: int = 0) -> Path:
+              progress: bool = True, pool: int = 0, init: Path | None = None) -> Path:
     """Train the AutoencoderKL with L1 + MSE reconstruction and a tiny KL term (as SD's VAE).
 
     The VAE is fully convolutional (plus attention at the bottleneck), so training on 32x32
@@ -104,12 +104,18 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
     and only the decoder is fine-tuned, on full 64x64 pictures. Stability AI sharpened SD's
     decoder the same way (the "ft-MSE" VAE). ``pool`` > 0 cycles through that many world
     pictures rendered once (``world_pictures``) instead of rendering each batch's in the loop.
+    ``init``: a diffusers VAE folder to start from instead of random weights (sd-mini v2's VAE
+    is v1's, fine-tuned on world v2: it already knows shapes, colours and photos).
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     torch.manual_seed(seed)
     vae = mini_components()["vae"]
     ck = work / ("vae_ft.pt" if decoder_only else "vae.pt")
+    if init is not None and not decoder_only:
+        from diffusers import AutoencoderKL
+
+        vae.load_state_dict(AutoencoderKL.from_pretrained(init).state_dict())
     if decoder_only:
         vae.load_state_dict(torch.load(work / "vae.pt", weights_only=False)["model"])
         vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
@@ -295,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="export: folder (default: the package's sd-mini)")
     p.add_argument("--photo-frac", type=float, default=0.1, help="vae: share of photo crops in a batch")
     p.add_argument("--pool", type=int, default=50000, help="vae, vae-ft: world pictures rendered once and cycled")
+    p.add_argument("--init", type=Path, default=None, help="vae: a diffusers VAE folder to start from")
+    p.add_argument("--lr", type=float, default=None, help="vae: peak learning rate (default 1e-3)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     a = p.parse_args(argv)
     if a.threads:
@@ -302,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     steps = {"steps": a.steps} if a.steps else {}
     if a.stage == "vae":
-        train_vae(a.work, photo_frac=a.photo_frac, pool=a.pool, **steps)
+        train_vae(a.work, photo_frac=a.photo_frac, pool=a.pool, init=a.init, **steps,
+                  **({"lr": a.lr} if a.lr else {}))
     elif a.stage == "vae-ft":
         train_vae(a.work, photo_frac=a.photo_frac, pool=a.pool, decoder_only=True, batch=16, crop=64, lr=3e-4,
                   **({"steps": a.steps} if a.steps else {"steps": 2000}))

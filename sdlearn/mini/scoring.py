@@ -18,7 +18,7 @@ network and no training:
    (``MAX_EDGE``). Otherwise the answer is ``"none"``: a
    blob, a lumpy circle or a smeared star is not a shape.
 
-Introduced in notebooks/04_diy_sampling_loop.ipynb.
+Introduced in notebooks/11_training_sd_mini.ipynb.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def _on_line(pix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def background_style(t: np.ndarray, is_bg: np.ndarray) -> str:
     """The style of a background from ``t`` (0 = colour, 1 = tone) over its pixels ``is_bg``.
 
-    Introduced in notebooks/04_diy_sampling_loop.ipynb.
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     v = t[is_bg]
     if len(v) < 50 or (v > 0.5).mean() < 0.04 and v.std() < 0.12:
@@ -119,7 +119,7 @@ def fit_shapes(sil: np.ndarray) -> dict[str, float]:
     """IoU of the silhouette with each shape's best-fitting ideal outline (equal area, same
     centroid, turned by -20..20 degrees).
 
-    Introduced in notebooks/04_diy_sampling_loop.ipynb.
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     ys, xs = np.nonzero(sil)
     area, cx, cy = float(len(xs)), xs.mean() + 0.5, ys.mean() + 0.5
@@ -145,7 +145,7 @@ def fit_shapes(sil: np.ndarray) -> dict[str, float]:
 def name_shape(ious: dict[str, float], err: float, edge: float) -> str:
     """The shape word, or ``"none"`` if no outline fits well and clearly or the edge is blurred.
 
-    Introduced in notebooks/04_diy_sampling_loop.ipynb.
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     ranked = sorted(ious.items(), key=lambda kv: -kv[1])
     (best, iou), (_, second) = ranked[0], ranked[1]
@@ -157,7 +157,7 @@ def analyse(image: Any, min_area: int = MIN_AREA) -> dict:
     """Read a picture into ``{"background", "style", "objects": [{colour, shape, crispness,
     position, x, y, area, purity}, ...]}``, objects sorted by area, largest first.
 
-    Introduced in notebooks/04_diy_sampling_loop.ipynb.
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     img = _to_array(image)
     border = np.concatenate([img[:2].reshape(-1, 3), img[-2:].reshape(-1, 3),
@@ -225,7 +225,7 @@ def parse_prompt(prompt: str) -> dict:
     position word belongs to the object before it; "shape", "thing", "object" and "something"
     stand for an object of any shape.
 
-    Introduced in notebooks/04_diy_sampling_loop.ipynb.
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     words = [_SYNONYMS.get(w, w) for w in re.findall(r"[a-z]+", prompt.lower())]
     objects: list[dict] = []
@@ -300,7 +300,7 @@ def score(image: Any, caption_or_scene: Scene | str) -> dict:
     None where the prompt does not ask. The object of the asked colour is judged (else the
     asked shape, else the largest left).
 
-    Introduced in notebooks/04_diy_sampling_loop.ipynb.
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     text = caption_or_scene if isinstance(caption_or_scene, str) else caption_or_scene.caption
     return _judge(analyse(image), parse_prompt(text))
@@ -309,7 +309,7 @@ def score(image: Any, caption_or_scene: Scene | str) -> dict:
 def eval_prompts(n: int = 200, seed: int = 999) -> list[Scene]:
     """``n`` held-out scenes (the same ones ``world.sample(seed, i)`` draws), captions included.
 
-    Introduced in notebooks/04_diy_sampling_loop.ipynb.
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     return [world.random_scene(np.random.default_rng([seed, i])) for i in range(n)]
 
@@ -327,7 +327,7 @@ def checker_accuracy(n: int = 500, seed: int = 999,
     """How often ``analyse`` reads ground-truth renders of held-out ``seed`` right: every
     attribute that was drawn, named in the caption or not (position: centroid within 2 px).
 
-    Introduced in notebooks/04_diy_sampling_loop.ipynb.
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     hits = {k: 0 for k in ("colour", "shape", "position", "background", "style", "count")}
     for i in range(n):
@@ -339,7 +339,7 @@ def checker_accuracy(n: int = 500, seed: int = 999,
             got = min(det, key=lambda d: (d["x"] - o.x) ** 2 + (d["y"] - o.y) ** 2, default=None)
             ok["colour"] &= got is not None and got["colour"] == o.colour
             ok["shape"] &= got is not None and got["shape"] == o.shape
-            ok["position"] &= got is not None and np.hypot(*(np.array([got["x"], got["y"]]) - _centroid(o))) < 0.03
+            ok["position"] &= got is not None and bool(np.hypot(*(np.array([got["x"], got["y"]]) - _centroid(o))) < 0.03)
         hits["count"] += len(det) == len(s.scene.objects)
         hits["background"] += r["background"] == s.scene.background
         hits["style"] += r["style"] == s.scene.style
@@ -357,7 +357,7 @@ def adherence(generate: Callable, prompts: Sequence[Scene | str], seed: int = 0,
     one image; with ``batch_size > 1`` it is called as ``generate(prompts, seeds)`` with lists and
     must return a list of images. Each accuracy is averaged over the prompts that ask for it.
 
-    Introduced in notebooks/04_diy_sampling_loop.ipynb.
+    Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     texts = [p if isinstance(p, str) else p.caption for p in prompts]
     rows = []

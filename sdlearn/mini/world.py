@@ -77,7 +77,10 @@ TONES: dict[str, tuple[int, int, int]] = {name: _tone(rgb) for name, rgb in PALE
 
 @dataclass
 class WorldObject:
-    """One drawn object: centre (x, y) and radius r as fractions of the side, angle in degrees."""
+    """One drawn object: centre (x, y) and radius r as fractions of the side, angle in degrees.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
 
     shape: str
     colour: str
@@ -98,7 +101,10 @@ class WorldObject:
 
 @dataclass
 class Scene:
-    """What a sample shows; ``render`` turns it into pixels."""
+    """What a sample shows; ``render`` turns it into pixels.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
 
     objects: list[WorldObject]
     background: str
@@ -109,6 +115,11 @@ class Scene:
 
 @dataclass
 class Sample:
+    """A rendered scene: the picture, its caption, the captioned objects' mask and the depth map.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
+
     image: np.ndarray  # (H, W, 3) uint8
     caption: str
     mask: np.ndarray  # (H, W) uint8, 255 where a (captionable) object is
