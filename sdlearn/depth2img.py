@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .images import check_image_args
-from .img2img import start_latents
+from .img2img import check_image_args, start_latents
 from .sampling import Callback, decode, denoise, encode_text
 
 if TYPE_CHECKING:

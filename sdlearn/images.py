@@ -6,8 +6,8 @@ pictures. ``DEMO_URLS`` records the CompVis sample pictures that the original St
 demos used, as text only: nothing in sdlearn downloads them.
 
 The pictures the image-conditioned tasks (img2img, inpainting, depth2img) take are checked here
-too, before any compute: ``as_rgb`` (one rule for pictures that are not RGB), ``check_strength``
-and ``check_image_args``.
+too, before any compute: ``as_rgb`` (one rule for pictures that are not RGB) and ``check_strength``
+(``sdlearn.img2img.check_image_args`` adds the prompt checks of ``sdlearn.sampling``).
 
 Introduced in notebooks/01_vae_latents.ipynb.
 """
@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .sampling import check_args
 
 if TYPE_CHECKING:
     from .models import Pipeline
 
 __all__ = ["DEMO_URLS", "load_image", "demo_image", "demo_mask", "demo_depth", "demo_names",
-           "as_rgb", "check_strength", "check_image_args"]
+           "as_rgb", "check_strength"]
 
 # Where the original img2img / inpainting demos got their pictures (not bundled, not downloaded).
 DEMO_URLS: dict[str, str] = {
@@ -244,19 +243,3 @@ def check_strength(strength: Any, num_inference_steps: int) -> float:
         raise ValueError(f"strength {strength} x {num_inference_steps} steps rounds down to 0 steps "
                          "to run: raise strength or num_inference_steps")
     return float(strength)
-
-
-def check_image_args(pipe: Pipeline, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None,
-                     image: Any, strength: Any, num_inference_steps: int, guidance_scale: float,
-                     generator: Any, output_type: str) -> tuple[Image.Image, int, int, int, float]:
-    """Everything an image-conditioned call checks before any compute (``ValueError``):
-    (the picture as RGB, batch, height, width, strength). Shared by img2img, inpainting and
-    depth2img: the picture by ``as_rgb``, the rest by ``sdlearn.sampling.check_args`` (at the
-    picture's size) and ``check_strength``.
-
-    Introduced in notebooks/06_img2img.ipynb.
-    """
-    image = as_rgb(image)
-    batch, height, width = check_args(pipe, prompt, negative_prompt, image.height, image.width,
-                                      num_inference_steps, guidance_scale, generator, output_type)
-    return image, batch, height, width, check_strength(strength, num_inference_steps)

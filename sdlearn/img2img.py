@@ -32,15 +32,31 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .images import check_image_args
+from .images import as_rgb, check_strength
 from .latents import encode, to_vae_input
-from .sampling import Callback, decode, denoise, encode_text
+from .sampling import Callback, check_args, decode, denoise, encode_text
 
 if TYPE_CHECKING:
     from .models import Pipeline
 
-__all__ = ["get_timesteps", "start_timesteps", "strength_table", "encode_image", "noised_latents",
+__all__ = ["check_image_args", "get_timesteps", "start_timesteps", "strength_table", "encode_image", "noised_latents",
            "start_latents", "img2img"]
+
+
+def check_image_args(pipe: Pipeline, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None,
+                     image: Any, strength: Any, num_inference_steps: int, guidance_scale: float,
+                     generator: Any, output_type: str) -> tuple[Image.Image, int, int, int, float]:
+    """Everything an image-conditioned call checks before any compute (``ValueError``):
+    (the picture as RGB, batch, height, width, strength). Shared by img2img, inpainting and
+    depth2img: the picture by ``as_rgb``, the rest by ``sdlearn.sampling.check_args`` (at the
+    picture's size) and ``check_strength``.
+
+    Introduced in notebooks/06_img2img.ipynb.
+    """
+    image = as_rgb(image)
+    batch, height, width = check_args(pipe, prompt, negative_prompt, image.height, image.width,
+                                      num_inference_steps, guidance_scale, generator, output_type)
+    return image, batch, height, width, check_strength(strength, num_inference_steps)
 
 
 def get_timesteps(num_inference_steps: int, strength: float) -> tuple[int, int]:

@@ -34,8 +34,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from scipy import ndimage
 
-from .images import as_rgb, check_image_args
-from .img2img import encode_image, start_timesteps
+from .images import as_rgb
+from .img2img import check_image_args, encode_image, start_timesteps
 from .latents import psnr, to_vae_input
 from .sampling import Callback, decode, denoise, encode_text
 
