@@ -65,3 +65,15 @@ def test_cli_help(capsys, cli, stages):
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
     assert e.value.code == 0 and stages in capsys.readouterr().out
+
+
+def test_vae_stage_saves_and_loads_without_optimizer_state(tmp_path):
+    """Stage 1's committed output (weights only) starts a new work folder where it left off."""
+    work, stage, fresh = tmp_path / "a", tmp_path / "stage", tmp_path / "b"
+    recipe.train_vae(work, steps=2, batch=2, photo_frac=0.0, progress=False)
+    recipe.main(["vae-save", "--work", str(work), "--out", str(stage)])
+    assert (stage / "diffusion_pytorch_model.safetensors").exists() and (stage / "vae_loss.png").exists()
+    recipe.main(["vae-load", "--init", str(stage), "--work", str(fresh)])
+    assert "opt" not in torch.load(fresh / "vae.pt", weights_only=False)
+    a, b = recipe.load_vae(work).state_dict(), recipe.load_vae(fresh).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -155,6 +155,26 @@ def load_vae(work: Path = DEFAULT_WORK, prefer_finetuned: bool = True):
     return vae.eval().requires_grad_(False)
 
 
+def _save_vae_stage(work: Path, out: Path) -> Path:
+    """Stage 1's result as a diffusers VAE folder (weights only, safetensors) plus its loss curve:
+    the small output a later session needs, committed where checkpoints never are."""
+    import shutil
+
+    load_vae(work, prefer_finetuned=False).save_pretrained(out, safe_serialization=True)
+    if (work / "vae_loss.png").exists():
+        shutil.copy(work / "vae_loss.png", out / "vae_loss.png")
+    return out
+
+
+def _load_vae_stage(folder: Path, work: Path) -> Path:
+    """Start a work folder from a saved stage 1: ``vae.pt`` with the weights (no optimizer state),
+    which is all the later stages (``vae-ft``, ``latents``, ``export``) read."""
+    from diffusers import AutoencoderKL
+
+    save(work / "vae.pt", model=AutoencoderKL.from_pretrained(folder).state_dict(), step=None, log=[])
+    return work / "vae.pt"
+
+
 @torch.no_grad()
 def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250, progress: bool = True) -> Path:
     """Encode ``n`` training-world images once (latent means) and tokenize their captions.
@@ -294,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     p = argparse.ArgumentParser(prog="python -m sdlearn.mini.recipe", description=__doc__.split("\n")[0])
-    p.add_argument("stage", choices=["vae", "vae-ft", "latents", "unet", "export"])
+    p.add_argument("stage", choices=["vae", "vae-save", "vae-load", "vae-ft", "latents", "unet", "export"])
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=None, help="latents: how many world images to encode")
@@ -312,6 +332,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.stage == "vae":
         train_vae(a.work, photo_frac=a.photo_frac, pool=a.pool, init=a.init, **steps,
                   **({"lr": a.lr} if a.lr else {}))
+    elif a.stage == "vae-save":  # stage 1's weights -> --out (a diffusers folder, for committing)
+        print(_save_vae_stage(a.work, a.out))
+    elif a.stage == "vae-load":  # a saved stage 1 (--init) -> the work folder, to go on from there
+        print(_load_vae_stage(a.init, a.work))
     elif a.stage == "vae-ft":
         train_vae(a.work, photo_frac=a.photo_frac, pool=a.pool, decoder_only=True, batch=16, crop=64, lr=3e-4,
                   **({"steps": a.steps} if a.steps else {"steps": 2000}))
