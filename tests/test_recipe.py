@@ -58,7 +58,7 @@ def test_all_stages_at_toy_scale(tmp_path):
     assert img.size == (64, 64)
 
 
-@pytest.mark.parametrize("cli, stages", [(recipe, "{vae,vae-ft,latents,unet,export}"),
+@pytest.mark.parametrize("cli, stages", [(recipe, "{vae,vae-save,vae-load,vae-ft,latents,unet,export}"),
                                          (variants, "{prepare,train,export}")])
 def test_cli_help(capsys, cli, stages):
     """What the Makefile's sd-mini and sd-mini-variants targets call."""
