@@ -12,8 +12,10 @@ this subpackage holds the workshop behind the bundled weights:
 ``recipe``     the training recipe of sd-mini (VAE, latents cache, text encoder + UNet,
                export), written on the course's training core ``sdlearn.training``
 ``variants``   the depth (5-channel) and inpainting (9-channel) UNet fine-tunes
+``world_v1``,  the world and checker of the *shipped* v1 weights, frozen as they were;
+``scoring_v1`` the course judges v1 with them until sd-mini v2 replaces it, then they go
 =============  =====================================================================
 
-Nothing at the top of the package imports from here except where a notebook concept needs
-the world or the checker as data; the factory imports the course, never the other way round.
+No module at the top of the package imports from here: the factory imports the course, never
+the other way round (notebooks import both).
 """
