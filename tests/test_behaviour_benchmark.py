@@ -1,0 +1,91 @@
+"""benchmarks/behaviour.py: its confidence intervals against known values, and every row once in
+--quick mode on the random-weight "tiny" model (shapes and keys only; the figures mean nothing)."""
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def behaviour():
+    sys.path.insert(0, str(BENCH))  # the script imports its sibling common.py
+    try:
+        spec = importlib.util.spec_from_file_location("behaviour_benchmark", BENCH / "behaviour.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses look their module up there
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(BENCH))
+    yield mod
+    sys.modules.pop("behaviour_benchmark", None)
+
+
+def test_wilson_known_values(behaviour):
+    lo, hi = behaviour.wilson(8, 10)
+    # by hand: z = 1.96, centre (0.8 + z^2/20) / (1 + z^2/10), half z sqrt(0.016 + z^2/400) / (1 + z^2/10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    ref = stats.binomtest(8, 10).proportion_ci(confidence_level=0.95, method="wilson")
+    assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-9)
+    assert behaviour.wilson(0, 20)[0] == 0.0 and behaviour.wilson(20, 20)[1] == 1.0
+    assert behaviour.wilson(0, 0) is None
+
+
+def test_t_interval_and_bootstrap(behaviour):
+    lo, hi = behaviour.t_interval([1, 2, 3, 4, 5])
+    half = stats.t.ppf(0.975, 4) * math.sqrt(2.5) / math.sqrt(5)  # = 1.963
+    assert (lo, hi) == pytest.approx((3 - half, 3 + half))
+    assert behaviour.t_interval([1.0]) is None
+    x = np.arange(50.0)
+    ci = behaviour.bootstrap(np.mean, x)
+    assert ci == behaviour.bootstrap(np.mean, x)  # fixed seed: reproducible
+    assert ci[0] < 24.5 < ci[1] and ci[1] - ci[0] == pytest.approx(2 * 1.96 * x.std() / math.sqrt(50), rel=0.15)
+    assert behaviour.entropy_bits(["a", "b", "a", "b"]) == pytest.approx(1.0)
+    assert behaviour.entropy_bits(["a"] * 5) == 0.0
+
+
+def test_figures_and_targets(behaviour):
+    fig = behaviour.target(behaviour.proportion([True] * 8 + [False] * 2 + [None]), ">=", 0.9)
+    assert fig["value"] == 0.8 and fig["n"] == 10 and fig["met"] is False and fig["target"] == ">= 0.9"
+    d = behaviour.paired_diff([1, 2, None, 4], [1, 1, 5, 2])
+    assert d["value"] == pytest.approx(1.0) and d["n"] == 3
+    rows = behaviour.targets_in({"a": {"curve": [{"w": 2.0, "x": fig}]}})
+    assert rows[0]["figure"] == "a.curve[2.0].x" and rows[0]["met"] is False
+
+
+def test_every_row_quick_on_tiny(behaviour, tiny_pipe, tmp_path, monkeypatch):
+    # A shorter sweep and scheduler list keep this to seconds; the code paths are the same.
+    monkeypatch.setattr(behaviour, "SWEEP", (1.0, 7.5))
+    monkeypatch.setattr(behaviour, "UNDER_SPECIFIED", ("a circle", "a picture on a striped background"))
+    monkeypatch.setattr(behaviour, "SCHEDULER_NAMES", ("ddim", "euler_a"))
+    out = tmp_path / "behaviour.json"
+    res = behaviour.main(["--quick", "--steps", "5", "--model", "tiny", "--out", str(out)], pipe=tiny_pipe)
+    saved = json.loads(out.read_text())
+    assert saved["quick"] is True and set(saved["rows"]) == {
+        "1_adherence", "2_crispness", "3_guidance_sweep", "4_diversity", "5_negative_prompt",
+        "6_img2img", "7_coarse_to_fine", "8_schedulers", "9_cross_attention"}
+    rows = saved["rows"]
+    for name, row in rows.items():
+        assert "met" in row and "seconds" in row, name
+    assert {"value", "ci", "n", "target", "met"} <= set(rows["1_adherence"]["colour"]["w7.5"])
+    assert {"w1", "w7.5_minus_w1"} <= set(rows["1_adherence"]["shape"])
+    assert {"w7.5", "w1", "ground_truth", "w7.5_minus_ground_truth"} <= set(rows["2_crispness"])
+    point = rows["3_guidance_sweep"]["curve"][0]
+    assert {"colour", "shape", "both", "crispness", "saturation", "clipped", "diversity_bits"} <= set(point)
+    assert {"colour", "shape", "position"} == set(point["diversity_bits"])
+    assert {"distinct_colours", "largest_colour_share"} <= set(rows["4_diversity"])
+    assert "share_before" in rows["5_negative_prompt"]
+    assert [p["strength"] for p in rows["6_img2img"]["curve"]] == [0.2, 0.4, 0.6, 0.8]
+    assert "layout_kept_iou" in rows["6_img2img"]["curve"][0]
+    # one point per UNet call: 5 steps, 6 calls for tiny's PNDM (PLMS warms up with an extra one)
+    assert len(rows["7_coarse_to_fine"]["curve"]) >= 5 and "layout_iou" in rows["7_coarse_to_fine"]["coarse_step"]
+    assert [s["scheduler"] for s in rows["8_schedulers"]["schedulers"]] == ["ddim", "euler_a"]
+    assert "mass_on_own_object" in rows["9_cross_attention"]
+    assert res["summary"] and all({"figure", "target", "met"} <= set(s) for s in res["summary"])
+    assert res["pictures_generated"] > 0
