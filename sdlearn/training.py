@@ -214,6 +214,9 @@ def fit(step_fn: Callable[[int], StepResult], params: Iterable[torch.Tensor], st
         return out
 
     if ckpt is not None and (st := resume(ckpt)) is not None:
+        if "opt" not in st:  # e.g. weights loaded from a committed stage: nothing to resume
+            raise ValueError(f"{ckpt} holds weights only, no optimizer state, so this run cannot resume "
+                             "from it; start a new run in another work folder (the VAE: --init)")
         for name, m in modules.items():
             m.load_state_dict(st[name])
         opt.load_state_dict(st["opt"])

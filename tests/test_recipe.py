@@ -77,3 +77,5 @@ def test_vae_stage_saves_and_loads_without_optimizer_state(tmp_path):
     assert "opt" not in torch.load(fresh / "vae.pt", weights_only=False)
     a, b = recipe.load_vae(work).state_dict(), recipe.load_vae(fresh).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="weights only"):  # said before any compute
+        recipe.train_vae(fresh, steps=3, batch=2, photo_frac=0.0, progress=False)
