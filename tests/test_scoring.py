@@ -122,6 +122,7 @@ def test_score_from_prompt_text() -> None:
     image = world.render(Scene([WorldObject("star", "green", 0.25, 0.5, 0.2)], "white", "dots")).image
     ok = scoring.score(image, "a green star on the left on a dotted white background")
     assert ok["background_ok"] and ok["position_ok"] and ok["shape_ok"] and ok["colour_ok"]
+    assert ok["objects"][0]["object"] == 0 and ok["reading"]["objects"][0]["shape"] == "star"
     s = scoring.score(image, "a blue star on the right on a black background")
     assert s["colour_ok"] is False and s["shape_ok"] is True and s["position_ok"] is False
     assert s["background_ok"] is False

@@ -282,6 +282,7 @@ def _judge(reading: dict, want: dict) -> dict:
         row["position_ok"] = None if o["position"] is None else bool(
             got is not None and _SIDES[o["position"]](got["x"], got["y"]))
         row["crispness"] = None if got is None else got["crispness"]
+        row["object"] = d  # which of reading["objects"] was judged (None: nothing left to judge)
         rows.append(row)
 
     def agg(key: str) -> bool | None:
