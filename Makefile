@@ -65,10 +65,13 @@ sd-mini: setup
 	$(PY) -m sdlearn.mini.recipe unet --steps 5000 --threads 1 --work $(WORK)
 	$(PY) -m sdlearn.mini.recipe export --work $(WORK)
 
-# Stage 1 itself: v1's VAE fine-tuned on world v2 pictures (+10 % photo crops), then saved.
+# Stage 1 itself: v1's VAE fine-tuned on world v2 pictures (+10 % photo crops) in two legs, then
+# saved (the committed weights stopped leg 2 at step 2,250; see data/stages/sd-mini-v2/README.md).
 sd-mini-vae: setup
-	$(PY) -m sdlearn.mini.recipe vae --init sdlearn/data/sd-mini/vae --steps 2000 --lr 3e-4 --threads 1 --work $(WORK)
-	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK) --out $(STAGE1)
+	$(PY) -m sdlearn.mini.recipe vae --init sdlearn/data/sd-mini/vae --steps 2000 --lr 3e-4 --threads 1 --work $(WORK)/vae-leg1
+	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-leg1 --out $(WORK)/vae-leg1/out
+	$(PY) -m sdlearn.mini.recipe vae --init $(WORK)/vae-leg1/out --steps 4000 --lr 1e-3 --threads 1 --work $(WORK)/vae-leg2
+	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-leg2 --out $(STAGE1)
 
 # sd-mini's depth (5-channel) and inpainting (9-channel) UNets, fine-tuned from the shipped
 # weights' checkpoints in data/train-work (about 30 min each on one CPU core; resumable).
