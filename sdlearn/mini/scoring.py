@@ -92,15 +92,20 @@ def background_style(t: np.ndarray, is_bg: np.ndarray) -> str:
 
 
 # ----------------------------------------------------------------------------- step 4: shapes
+def _area_centroid(pts: np.ndarray) -> tuple[float, np.ndarray]:
+    """Area and centroid of a polygon (the shoelace formula)."""
+    x, y = pts[:, 0], pts[:, 1]
+    cross = x * np.roll(y, -1) - np.roll(x, -1) * y
+    area = cross.sum() / 2
+    return abs(area), np.array([((x + np.roll(x, -1)) * cross).sum(), ((y + np.roll(y, -1)) * cross).sum()]) / (6 * area)
+
+
 @functools.lru_cache(maxsize=None)
 def _unit(shape: str, angle: float) -> tuple[np.ndarray, float]:
     """Outline of ``shape`` (radius 1, turned by ``angle``) around its own centroid, and its area."""
     pts = np.array(world.outline(shape, 0.0, 0.0, 1.0, angle))
-    x, y = pts[:, 0], pts[:, 1]
-    cross = x * np.roll(y, -1) - np.roll(x, -1) * y
-    area = cross.sum() / 2
-    cx, cy = ((x + np.roll(x, -1)) * cross).sum() / (6 * area), ((y + np.roll(y, -1)) * cross).sum() / (6 * area)
-    return pts - [cx, cy], abs(area)
+    area, c = _area_centroid(pts)
+    return pts - c, area
 
 
 def _ideal(shape: str, angle: float, area: float, cx: float, cy: float, box: tuple[int, int, int, int],
@@ -317,10 +322,7 @@ def eval_prompts(n: int = 200, seed: int = 999) -> list[Scene]:
 
 def _centroid(o: world.WorldObject) -> np.ndarray:
     """Where the centroid of a drawn object is (a triangle's lies below its centre)."""
-    pts = np.array(world.outline(o.shape, o.x, o.y, o.r, o.angle))
-    x, y = pts[:, 0], pts[:, 1]
-    cross = x * np.roll(y, -1) - np.roll(x, -1) * y
-    return np.array([((x + np.roll(x, -1)) * cross).sum(), ((y + np.roll(y, -1)) * cross).sum()]) / (3 * cross.sum())
+    return _area_centroid(np.array(world.outline(o.shape, o.x, o.y, o.r, o.angle)))[1]
 
 
 def checker_accuracy(n: int = 500, seed: int = 999,
