@@ -55,22 +55,23 @@ notebooks: setup
 # sd-mini v2, in stages that each fit a working session (resumable: re-run to continue).
 # Stage 1, the VAE, is committed (data/stages/sd-mini-v2/vae, weights only; its README says how
 # it was made: `make sd-mini-vae` while the package still holds v1's VAE). The rest starts from
-# it; vae-ft may run beside latents+unet, since the frozen encoder keeps the cached latents valid.
+# it: its encoder makes the cached latents, its fine-tuned decoder ships.
 # (The shipped v1 weights were made by this target as of commit c0e20b6, on world v1.)
 STAGE1 ?= data/stages/sd-mini-v2/vae
 WORK   ?= data/train-work
 sd-mini: setup
 	test -f $(WORK)/vae.pt || $(PY) -m sdlearn.mini.recipe vae-load --init $(STAGE1) --work $(WORK)
 	$(PY) -m sdlearn.mini.recipe latents --n 50000 --threads 1 --work $(WORK)
-	$(PY) -m sdlearn.mini.recipe unet --steps 5000 --threads 1 --work $(WORK)
+	$(PY) -m sdlearn.mini.recipe unet --steps 5000 --stop-at 4000 --threads 1 --work $(WORK)
 	$(PY) -m sdlearn.mini.recipe export --work $(WORK)
 
 # Stage 1 itself: v1's VAE fine-tuned on world v2 pictures (+10 % photo crops) in two legs, then
-# saved (the committed weights stopped leg 2 at step 2,250; see data/stages/sd-mini-v2/README.md).
+# its decoder alone on full pictures, then saved (see data/stages/sd-mini-v2/README.md).
 sd-mini-vae: setup
 	$(PY) -m sdlearn.mini.recipe vae --init sdlearn/data/sd-mini/vae --steps 2000 --lr 3e-4 --threads 1 --work $(WORK)/vae-leg1
 	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-leg1 --out $(WORK)/vae-leg1/out
-	$(PY) -m sdlearn.mini.recipe vae --init $(WORK)/vae-leg1/out --steps 4000 --lr 1e-3 --threads 1 --work $(WORK)/vae-leg2
+	$(PY) -m sdlearn.mini.recipe vae --init $(WORK)/vae-leg1/out --steps 4000 --stop-at 2500 --lr 1e-3 --threads 1 --work $(WORK)/vae-leg2
+	$(PY) -m sdlearn.mini.recipe vae-ft --steps 2000 --threads 1 --work $(WORK)/vae-leg2
 	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-leg2 --out $(STAGE1)
 
 # sd-mini's depth (5-channel) and inpainting (9-channel) UNets, fine-tuned from the shipped

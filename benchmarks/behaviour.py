@@ -58,7 +58,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from scipy import stats
 
-from sdlearn.mini import scoring, world  # noqa: E402  (installed with `make setup` / `pip install -e .`)
+from sdlearn.mini import degrade, scoring, world  # noqa: E402  (installed with `make setup` / `pip install -e .`)
 
 from common import ROOT, save_json  # benchmarks/common.py (the script's own folder is on sys.path)
 
@@ -377,21 +377,28 @@ def row_adherence(bench: Bench, sizes: Sizes) -> dict:
     lo = bench.adherence(prompts, 1.0, label="row 1, w=1")
     goals = {"colour": 0.97, "shape": 0.95, "position": 0.90, "background": 0.90}
     truth = ground_truth_readings(prompts)
+    through_vae = ground_truth_readings(prompts, bench.pipe.vae)
     out: dict = {"n_prompts": sizes.n}
     for attr, goal in goals.items():
         key = attr + "_ok"
         at_hi = target(proportion(_rows(hi, key)), ">=", goal)
         at_lo = proportion(_rows(lo, key))
         diff = target(paired_diff(_rows(hi, key), _rows(lo, key)), ">=", 0.0)
-        # the scorer's ceiling: the same prompts' ground-truth renders, read and judged the same way
+        # the ceilings: the same prompts' ground-truth renders, read and judged the same way, as
+        # drawn and after the model's own VAE round trip (the best any UNet could output)
         out[attr] = {"w7.5": at_hi, "w1": at_lo, "w7.5_minus_w1": diff,
-                     "ground_truth": proportion(r[key] for r in truth)}
+                     "ground_truth": proportion(r[key] for r in truth),
+                     "ground_truth_through_vae": proportion(r[key] for r in through_vae)}
     return out
 
 
-def ground_truth_readings(prompts: Sequence[world.Scene]) -> list[dict]:
-    """scorer v2 on ``world.render(scene)`` of each scene, judged against its own caption."""
-    return [scoring.score(world.render(s).image, s.caption) for s in prompts]
+def ground_truth_readings(prompts: Sequence[world.Scene], vae: Any = None) -> list[dict]:
+    """scorer v2 on ``world.render(scene)`` of each scene (through a ``vae`` round trip if given),
+    judged against its own caption."""
+    images = [world.render(s).image for s in prompts]
+    if vae is not None:
+        images = degrade.round_trip(vae, images)
+    return [scoring.score(im, s.caption) for im, s in zip(images, prompts)]
 
 
 def _crispness(score_result: dict) -> float | None:
@@ -405,7 +412,9 @@ def row_crispness(bench: Bench, sizes: Sizes) -> dict:
     hi = _rows(bench.adherence(prompts, GUIDANCE, label="row 2, w=7.5"), "crispness")
     lo = _rows(bench.adherence(prompts, 1.0, label="row 2, w=1"), "crispness")
     truth = [_crispness(r) for r in ground_truth_readings(prompts)]
+    through_vae = [_crispness(r) for r in ground_truth_readings(prompts, bench.pipe.vae)]
     return {"n_prompts": sizes.n, "w7.5": mean(hi), "w1": mean(lo), "ground_truth": mean(truth),
+            "ground_truth_through_vae": mean(through_vae),
             "w7.5_minus_w1": target(paired_diff(hi, lo), "abs<=", 0.02),
             "w7.5_minus_ground_truth": target(paired_diff(hi, truth), "abs<=", 0.02)}
 

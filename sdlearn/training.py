@@ -171,7 +171,8 @@ def plot_losses(log: list[dict], key: str = "loss", path: str | Path | None = No
 def fit(step_fn: Callable[[int], StepResult], params: Iterable[torch.Tensor], steps: int, *,
         lr: float, warmup: int = 200, ema_decay: float | None = None,
         modules: dict[str, torch.nn.Module] | None = None, ckpt: str | Path | None = None,
-        ckpt_every: int = 250, progress: bool = True, desc: str = "train") -> dict[str, Any]:
+        ckpt_every: int = 250, progress: bool = True, desc: str = "train",
+        stop_at: int | None = None) -> dict[str, Any]:
     """Train ``params`` for ``steps`` steps of AdamW; ``step_fn(step)`` returns the step's loss.
 
     ``step_fn`` may also return ``(loss, {"name": number, ...})`` to log more numbers (the VAE
@@ -182,7 +183,9 @@ def fit(step_fn: Callable[[int], StepResult], params: Iterable[torch.Tensor], st
     ``modules`` names the networks being trained: they are put in train mode, and with ``ckpt``
     their state_dicts are saved under these names every ``ckpt_every`` steps and at the end,
     beside ``opt``, ``ema``, ``step``, ``log`` and ``rng`` (torch's global random state). If
-    ``ckpt`` exists, training resumes from it. Returns that final state as a dict.
+    ``ckpt`` exists, training resumes from it. ``stop_at`` ends the run after that many steps
+    while the schedule still spans ``steps`` (a leg cut short, reproducibly). Returns that final
+    state as a dict.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
@@ -194,6 +197,8 @@ def fit(step_fn: Callable[[int], StepResult], params: Iterable[torch.Tensor], st
         raise ValueError("params must be a non-empty list of tensors that require grad")
     if ckpt_every <= 0:
         raise ValueError(f"ckpt_every must be positive, got {ckpt_every}")
+    if stop_at is not None and not 0 < stop_at <= steps:
+        raise ValueError(f"stop_at must be in 1..steps ({steps}), got {stop_at}")
     if ema_decay is not None and not 0 <= ema_decay < 1:
         raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
     if ckpt is not None and not modules:
@@ -228,7 +233,8 @@ def fit(step_fn: Callable[[int], StepResult], params: Iterable[torch.Tensor], st
     for m in modules.values():
         m.train()
 
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, mininterval=5, disable=not progress)
+    end = steps if stop_at is None else stop_at
+    bar = tqdm(range(start, end), initial=start, total=steps, desc=desc, mininterval=5, disable=not progress)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup)
@@ -245,6 +251,6 @@ def fit(step_fn: Callable[[int], StepResult], params: Iterable[torch.Tensor], st
         start = step + 1  # steps done: what a checkpoint written now resumes from
         if step % 50 == 0:
             bar.set_postfix({k: f"{np.mean([r[k] for r in log[-50:]]):.4g}" for k in log[-1] if k != "step"})
-        if ckpt is not None and (start % ckpt_every == 0 or start == steps):
+        if ckpt is not None and (start % ckpt_every == 0 or start == end):
             save(ckpt, **state())
     return state()

@@ -27,7 +27,7 @@ def test_caption_batch_drops_captions():
     assert (dropped == -1).all() and (ids >= 0).all()  # the cache itself is untouched
 
 
-def test_all_stages_at_toy_scale(tmp_path):
+def test_all_stages_at_toy_scale(tmp_path, monkeypatch):
     recipe.train_vae(tmp_path, steps=2, batch=2, photo_frac=0.0, ckpt_every=1)
     assert torch.load(tmp_path / "vae.pt", weights_only=False)["step"] == 2
     recipe.train_vae(tmp_path, steps=3, batch=2, photo_frac=0.0, ckpt_every=1)  # resumes at 2
@@ -56,6 +56,21 @@ def test_all_stages_at_toy_scale(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     img = pipe("a red circle", num_inference_steps=2, height=64, width=64).images[0]
     assert img.size == (64, 64)
+    # A later session goes on from the exported weights (--init): step 0 starts from them exactly.
+    seen = {}
+
+    def first_step(step_fn, params, steps, **kw):
+        seen["params"] = [p.detach().clone() for p in params]
+        return {"log": [{"step": 0, "loss": 1.0}]}
+
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "latents.pt").write_bytes((tmp_path / "latents.pt").read_bytes())
+    monkeypatch.setattr(recipe, "fit", first_step)
+    recipe.train_unet(again, steps=1, batch=2, init=out)
+    exported = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
+    assert len(seen["params"]) == len(exported)
+    assert all(torch.equal(a, b) for a, b in zip(seen["params"], exported))
 
 
 @pytest.mark.parametrize("cli, stages", [(recipe, "{vae,vae-save,vae-load,vae-ft,latents,unet,export}"),

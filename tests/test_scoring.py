@@ -6,57 +6,8 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from sdlearn.mini import scoring, world
+from sdlearn.mini import degrade, scoring, world
 from sdlearn.mini.world import PALETTE, Scene, WorldObject
-
-
-# Deliberate degradations: what a poor generator does to a shape. Each must read as "none".
-def _blur(img: np.ndarray, i: int) -> np.ndarray:
-    return np.clip(ndimage.gaussian_filter(img.astype(np.float32), (1.5, 1.5, 0)), 0, 255).astype(np.uint8)
-
-
-def _warp(img: np.ndarray, i: int) -> np.ndarray:
-    """A lumpy outline: a sinusoidal displacement of 1-2 px with an 8-12 px period."""
-    rng = np.random.default_rng(i)
-    yy, xx = np.mgrid[0:64, 0:64].astype(np.float32)
-    a, f, ph = rng.uniform(1.0, 2.0), rng.uniform(0.5, 0.8), rng.uniform(0, 6.28, 2)
-    coords = [yy + a * np.sin(xx * f + ph[1]), xx + a * np.sin(yy * f + ph[0])]
-    return np.stack([ndimage.map_coordinates(img[..., c].astype(np.float32), coords, order=1, mode="nearest")
-                     for c in range(3)], -1).astype(np.uint8)
-
-
-def _blob(img: np.ndarray, i: int) -> np.ndarray:
-    """Each object replaced by a random polygon blob of its colour, place and size."""
-    s, rng = world.sample(999, i), np.random.default_rng(i)
-    bg = world.render(Scene([], s.scene.background, s.scene.style), rng=np.random.default_rng([999, i])).image
-    big = Image.fromarray(bg).resize((256, 256))
-    for o in s.scene.objects:
-        k = rng.integers(5, 9)
-        ang, rad = np.sort(rng.uniform(0, 2 * np.pi, k)), o.r * 256 * rng.uniform(0.6, 1.3, k)
-        ImageDraw.Draw(big).polygon([(o.x * 256 + r * np.cos(a), o.y * 256 + r * np.sin(a)) for a, r in zip(ang, rad)],
-                                    fill=PALETTE[o.colour])
-    return np.asarray(big.resize((64, 64), Image.BOX))
-
-
-def _two_colours(img: np.ndarray, i: int) -> np.ndarray:
-    s, out = world.sample(999, i), img.copy()
-    yy, xx = np.mgrid[0:64, 0:64]
-    for o in s.scene.objects:
-        other = [c for c in world.COLOURS if c not in (o.colour, s.scene.background)][i % 7]
-        out[(s.mask > 0) & (xx < o.x * 64) & (np.hypot(xx - o.x * 64, yy - o.y * 64) < o.r * 83)] = PALETTE[other]
-    return out
-
-
-def _rejected(corrupt, n: int) -> float:
-    rejected = total = 0
-    for i in range(n):
-        s = world.sample(999, i)
-        det = scoring.analyse(corrupt(s.image, i))["objects"]
-        for o in s.scene.objects:
-            got = min(det, key=lambda d: (d["x"] - o.x) ** 2 + (d["y"] - o.y) ** 2, default=None)
-            total += 1
-            rejected += got is None or got["shape"] == "none"
-    return rejected / total
 
 
 def test_checker_accuracy_on_held_out_renders() -> None:
@@ -66,9 +17,9 @@ def test_checker_accuracy_on_held_out_renders() -> None:
         assert acc[key] >= 0.98, acc
 
 
-@pytest.mark.parametrize("corrupt", [_blur, _warp, _blob, _two_colours])
-def test_degraded_shapes_are_rejected(corrupt) -> None:
-    assert _rejected(corrupt, 40) >= 0.9
+@pytest.mark.parametrize("name", sorted(degrade.DEGRADATIONS))
+def test_degraded_shapes_are_rejected(name: str) -> None:
+    assert scoring.checker_accuracy(n=40, corrupt=degrade.DEGRADATIONS[name])["rejected"] >= 0.9
 
 
 def test_fit_names_every_shape_and_the_held_out_one() -> None:

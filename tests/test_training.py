@@ -185,8 +185,26 @@ def test_fit_is_done_when_the_checkpoint_is(tmp_path):
     assert state["step"] == 3 and len(state["log"]) == 3
 
 
+def test_fit_stop_at_is_the_schedules_first_steps(tmp_path):
+    """A leg cut short with ``stop_at`` is the first steps of the full schedule, bit for bit, and
+    its checkpoint resumes into the rest of it."""
+    kw = dict(lr=1e-2, warmup=3, ema_decay=0.8, ckpt_every=4, progress=False)
+    model, step_fn = _toy()
+    whole = training.fit(step_fn, model.parameters(), 12, modules={"net": model}, **kw)
+    model, step_fn = _toy()
+    part = training.fit(step_fn, model.parameters(), 12, modules={"net": model}, ckpt=tmp_path / "s.pt",
+                        stop_at=6, **kw)
+    assert part["step"] == 6 and part["log"] == whole["log"][:6]
+    assert training.resume(tmp_path / "s.pt")["step"] == 6  # saved at the stop, not only every 4
+    model, step_fn = _toy(seed=1)
+    rest = training.fit(step_fn, model.parameters(), 12, modules={"net": model}, ckpt=tmp_path / "s.pt", **kw)
+    assert rest["log"] == whole["log"]
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(steps=0), "steps"),
+    (dict(stop_at=6), "stop_at"),
+    (dict(stop_at=0), "stop_at"),
     (dict(params=[]), "params"),
     (dict(params=[torch.zeros(2)]), "params"),  # a tensor that does not require grad
     (dict(ckpt_every=0), "ckpt_every"),

@@ -40,6 +40,6 @@ def mini_components(seed: int = 0) -> dict:
         "vae": vae_from((32, 64, 64, 64), groups=16, sample_size=64),
         "text_encoder": CLIPTextModel(text_config(hidden=48, layers=2, heads=4, mlp=192)),
         "tokenizer": load_tokenizer(),
-        "unet": unet_from((64, 96), cross_dim=48, sample_size=8, layers=1, heads=4),
+        "unet": unet_from((64, 128), cross_dim=48, sample_size=8, layers=1, heads=4),
         "scheduler": mini_scheduler(),
     }

@@ -93,7 +93,8 @@ def vae_batch(rng: np.random.Generator, step: int, batch: int, crop: int, photos
 def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, crop: int = 32,
               lr: float = 1e-3, kl_weight: float = 1e-6, photo_frac: float = 0.1,
               ckpt_every: int = 250, seed: int = 0, decoder_only: bool = False,
-              progress: bool = True, pool: int = 0, init: Path | None = None) -> Path:
+              progress: bool = True, pool: int = 0, init: Path | None = None,
+              stop_at: int | None = None) -> Path:
     """Train the AutoencoderKL with L1 + MSE reconstruction and a tiny KL term (as SD's VAE).
 
     The VAE is fully convolutional (plus attention at the bottleneck), so training on 32x32
@@ -136,7 +137,8 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
         return loss, {"psnr": psnr(rec.detach(), x)}
 
     log = fit(step_fn, [p for p in vae.parameters() if p.requires_grad], steps, lr=lr,
-              modules={"model": vae}, ckpt=ck, ckpt_every=ckpt_every, progress=progress, desc=ck.stem)["log"]
+              modules={"model": vae}, ckpt=ck, ckpt_every=ckpt_every, progress=progress, desc=ck.stem,
+              stop_at=stop_at)["log"]
     plot_losses(log, "loss", work / f"{ck.stem}_loss.png",
                 f"VAE{' decoder fine-tune' if decoder_only else ''}: L1 + MSE + KL")
     return ck
@@ -156,13 +158,15 @@ def load_vae(work: Path = DEFAULT_WORK, prefer_finetuned: bool = True):
 
 
 def _save_vae_stage(work: Path, out: Path) -> Path:
-    """Stage 1's result as a diffusers VAE folder (weights only, safetensors) plus its loss curve:
-    the small output a later session needs, committed where checkpoints never are."""
+    """Stage 1's result as a diffusers VAE folder (weights only, safetensors; the fine-tuned
+    decoder if ``vae-ft`` has run) plus its loss curves: the small output a later session needs,
+    committed where checkpoints never are."""
     import shutil
 
-    load_vae(work, prefer_finetuned=False).save_pretrained(out, safe_serialization=True)
-    if (work / "vae_loss.png").exists():
-        shutil.copy(work / "vae_loss.png", out / "vae_loss.png")
+    load_vae(work).save_pretrained(out, safe_serialization=True)
+    for png in ("vae_loss.png", "vae_ft_loss.png"):
+        if (work / png).exists():
+            shutil.copy(work / png, out / png)
     return out
 
 
@@ -231,11 +235,17 @@ def caption_batch(latents: torch.Tensor, input_ids: torch.Tensor, uncond: torch.
 
 def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr: float = 6e-4,
                cond_drop: float = 0.1, ema_decay: float = 0.999, ckpt_every: int = 250,
-               seed: int = 0, progress: bool = True) -> Path:
+               seed: int = 0, progress: bool = True, snr_gamma: float | None = None,
+               stop_at: int | None = None, init: Path | None = None) -> Path:
     """Train the text encoder and UNet jointly on cached latents, with caption dropout.
 
     ``cond_drop`` (10 %) replaces the caption by "" so the same network also learns the
     unconditional prediction that classifier-free guidance extrapolates away from.
+    ``snr_gamma=None`` (default) is SD's plain noise MSE: every timestep counts alike, so the
+    low-noise steps — where guidance pulls hardest — are learnt as well as the rest (v1 used
+    Min-SNR-5, which down-weights them; see sdlearn/data/sd-mini/README.md).
+    ``init``: a pipeline folder whose ``unet`` and ``text_encoder`` to start from (a committed
+    stage, so a later session goes on with a fresh optimizer); ``stop_at`` cuts the schedule short.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
@@ -243,17 +253,24 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
     torch.manual_seed(seed)
     comps = mini_components(seed)
     unet, te = comps["unet"], comps["text_encoder"]
+    if init is not None:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(init, subfolder="unet").state_dict())
+        te.load_state_dict(CLIPTextModel.from_pretrained(init, subfolder="text_encoder").state_dict())
     sched, ck = noise_scheduler(), work / "unet.pt"
 
     def step_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
         _, x0, ids = caption_batch(latents, input_ids, uncond, batch, cond_drop, gen)
-        return diffusion_loss(unet, te, x0, ids, sched, gen)
+        return diffusion_loss(unet, te, x0, ids, sched, gen, snr_gamma=snr_gamma)
 
     log = fit(step_fn, list(unet.parameters()) + list(te.parameters()), steps, lr=lr, ema_decay=ema_decay,
               modules={"unet": unet, "text_encoder": te}, ckpt=ck, ckpt_every=ckpt_every,
-              progress=progress, desc="unet")["log"]
-    plot_losses(log, "loss", work / "unet_loss.png", "UNet: min-SNR weighted noise MSE")
+              progress=progress, desc="unet", stop_at=stop_at)["log"]
+    plot_losses(log, "loss", work / "unet_loss.png",
+                "UNet: noise MSE" + (f" (min-SNR-{snr_gamma:g})" if snr_gamma else ""))
     return ck
 
 
@@ -321,16 +338,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="export: folder (default: the package's sd-mini)")
     p.add_argument("--photo-frac", type=float, default=0.1, help="vae: share of photo crops in a batch")
     p.add_argument("--pool", type=int, default=50000, help="vae, vae-ft: world pictures rendered once and cycled")
-    p.add_argument("--init", type=Path, default=None, help="vae: a diffusers VAE folder to start from")
+    p.add_argument("--init", type=Path, default=None, help="vae: a diffusers VAE folder to start from; unet: a pipeline folder")
     p.add_argument("--lr", type=float, default=None, help="vae: peak learning rate (default 1e-3)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--stop-at", type=int, default=None, help="vae, unet: stop after this many steps of the schedule")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     t0 = time.time()
     steps = {"steps": a.steps} if a.steps else {}
     if a.stage == "vae":
-        train_vae(a.work, photo_frac=a.photo_frac, pool=a.pool, init=a.init, **steps,
+        train_vae(a.work, photo_frac=a.photo_frac, pool=a.pool, init=a.init, stop_at=a.stop_at, **steps,
                   **({"lr": a.lr} if a.lr else {}))
     elif a.stage == "vae-save":  # stage 1's weights -> --out (a diffusers folder, for committing)
         print(_save_vae_stage(a.work, a.out))
@@ -342,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.stage == "latents":
         encode_world(a.work, **({"n": a.n} if a.n else {}))
     elif a.stage == "unet":
-        train_unet(a.work, **steps)
+        train_unet(a.work, stop_at=a.stop_at, init=a.init, **steps)
     else:
         print(export(a.work, out=a.out))
     print(json.dumps({"stage": a.stage, "seconds": round(time.time() - t0, 1)}))
