@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-from scipy import ndimage
 
 from sdlearn.mini import degrade, scoring, world
 from sdlearn.mini.world import PALETTE, Scene, WorldObject

@@ -210,9 +210,9 @@ def analyse(image: Any, min_area: int = MIN_AREA) -> dict:
         shape = name_shape(ious, err, edge) if purity >= MIN_PURITY else "none"
         ys, xs = np.nonzero(sil)
         x, y = (xs.mean() + 0.5) / SIZE, (ys.mean() + 0.5) / SIZE
-        ranked = sorted(ious.values(), reverse=True)
-        objects.append({"colour": COLOURS[colour], "shape": shape, "crispness": max(ious.values()),
-                        "fit": max(ious, key=ious.get), "margin": ranked[0] - ranked[1],
+        runner_up = sorted(ious.values())[-2]
+        objects.append({"colour": COLOURS[colour], "shape": shape, "crispness": best,
+                        "fit": max(ious, key=ious.get), "margin": best - runner_up,
                         "position": world.position_word(x, y), "x": float(x), "y": float(y),
                         "area": int(sil.sum()), "purity": purity, "edge": edge, "err": float(err)})
     objects.sort(key=lambda o: -o["area"])
