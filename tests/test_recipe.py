@@ -94,3 +94,14 @@ def test_vae_stage_saves_and_loads_without_optimizer_state(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="weights only"):  # said before any compute
         recipe.train_vae(fresh, steps=3, batch=2, photo_frac=0.0, progress=False)
+
+
+def test_unet_cli_passes_lr_and_snr_gamma(monkeypatch, tmp_path):
+    """``unet --lr 3e-4 --snr-gamma 5`` reaches train_unet; without them its defaults hold."""
+    seen = []
+    monkeypatch.setattr(recipe, "train_unet", lambda work, **kw: seen.append(kw))
+    recipe.main(["unet", "--work", str(tmp_path), "--steps", "7", "--lr", "3e-4", "--snr-gamma", "5"])
+    recipe.main(["unet", "--work", str(tmp_path)])
+    assert seen[0]["lr"] == 3e-4 and seen[0]["snr_gamma"] == 5 and seen[0]["steps"] == 7
+    assert "lr" not in seen[1] and seen[1]["snr_gamma"] is None and "steps" not in seen[1]
+
