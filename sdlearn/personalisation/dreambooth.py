@@ -1,8 +1,8 @@
 """DreamBooth: fine-tune the whole UNet on the new pictures, captioned with a rare token.
 
 The captions name the concept with a token the model has (almost) never learnt a meaning for
-(``"sks"`` in the paper), so the fine-tune binds the new look to it without overwriting a word
-in use. Fine-tuning every weight on a few pictures also pulls everything else towards them
+(rare tokens of the vocabulary in the paper, ``"sks"`` in diffusers' examples), so the fine-tune
+binds the new look to it without overwriting a word in use. Fine-tuning every weight on a few pictures also pulls everything else towards them
 ("language drift": every shape starts to look like the new one). **Prior preservation** fights
 that: each step also trains on pictures of the *known* concepts with their usual captions,
 weighted by ``prior_weight``, so the model keeps drawing them as before.
