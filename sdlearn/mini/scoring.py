@@ -164,10 +164,9 @@ def name_shape(ious: dict[str, float], err: float, edge: float) -> str:
 # ----------------------------------------------------------------------------- reading a picture
 def analyse(image: Any, min_area: int = MIN_AREA) -> dict:
     """Read a picture into ``{"background", "style", "objects": [{colour, shape, crispness,
-    position, x, y, area, purity, edge, err, fit, margin, fits}, ...]}``, objects sorted by area,
+    position, x, y, area, purity, edge, err, fit, margin}, ...]}``, objects sorted by area,
     largest first. ``fit`` is the best-fitting outline and ``margin`` its IoU lead over the next,
-    whether or not ``name_shape`` accepts it as the ``shape``; ``fits`` is every shape's IoU
-    (``fit_shapes``).
+    whether or not ``name_shape`` accepts it as the ``shape``.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
@@ -215,8 +214,7 @@ def analyse(image: Any, min_area: int = MIN_AREA) -> dict:
         objects.append({"colour": COLOURS[colour], "shape": shape, "crispness": best,
                         "fit": max(ious, key=ious.get), "margin": best - runner_up,
                         "position": world.position_word(x, y), "x": float(x), "y": float(y),
-                        "area": int(sil.sum()), "purity": purity, "edge": edge, "err": float(err),
-                        "fits": ious})
+                        "area": int(sil.sum()), "purity": purity, "edge": edge, "err": float(err)})
     objects.sort(key=lambda o: -o["area"])
     is_bg = ~ndimage.binary_dilation(fg, iterations=1)
     return {"background": COLOURS[bg], "style": background_style(t, is_bg), "objects": objects}
