@@ -38,7 +38,8 @@ test: setup
 	@echo "ipywidgets 7.7 (Colab's) instead of 8: the widget tests again"
 	rm -rf .ipywidgets7 && $(PY) -m pip install -q --target .ipywidgets7 --no-deps "ipywidgets==7.7.5" \
 		ipython_genutils "jupyterlab_widgets<3" "widgetsnbextension<4"
-	PYTHONPATH=.ipywidgets7 $(PYTEST) tests/test_explorer.py tests/test_widgets.py tests/test_widgets_img2img.py
+	PYTHONPATH=.ipywidgets7 $(PYTEST) tests/test_explorer.py tests/test_widgets.py tests/test_widgets_img2img.py \
+		tests/test_widgets_personalisation.py
 
 test-fast: setup
 	$(PYTEST) tests/ -m "not browser"

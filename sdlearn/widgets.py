@@ -1,5 +1,6 @@
 """Interactive widgets for the sampling notebooks: a guidance explorer, a step scrubber, a
-strength slider for img2img and the explorer dashboard.
+strength slider for img2img, the explorer dashboard and a personalisation explorer (a LoRA's
+strength and a prompt that may use a learnt token).
 
 The only sdlearn module that imports ipywidgets. Only APIs that ipywidgets 7 and 8 share are
 used (``IntSlider``, ``FloatSlider``, ``Text``, ``Label``, ``Image(value=png bytes)``, ``VBox``,
@@ -32,7 +33,7 @@ from .sampling import StepRecorder, decode, guidance_norms, sample, uses_cfg
 if TYPE_CHECKING:
     from .models import Pipeline
 
-__all__ = ["guidance_explorer", "step_scrubber", "strength_explorer", "explorer"]
+__all__ = ["guidance_explorer", "step_scrubber", "strength_explorer", "explorer", "personalisation_explorer"]
 
 
 def _png_bytes(image: Any, size: int = 256) -> bytes:
@@ -368,4 +369,59 @@ def explorer(pipe: Pipeline, settings: Settings | None = None, init_image: Any =
     handlers.wire()
     box.render = handlers.render
     box.render()
+    return box
+
+
+def _learnt_tokens(pipe: Pipeline) -> list[str]:
+    """The tokens added to the tokenizer after training (textual inversion's ``<heart>``), not its
+    own special tokens."""
+    special = set(pipe.tokenizer.all_special_tokens)
+    return sorted(t for t in pipe.tokenizer.get_added_vocab() if t not in special)
+
+
+def personalisation_explorer(pipe: Pipeline, adapter: str | None = "heart", prompt: str = "a red heart",
+                             weight: float = 1.0, num_inference_steps: int = 25, guidance_scale: float = 7.5,
+                             seed: int = 0, size: int = 256) -> widgets.VBox:
+    """A LoRA's strength as a slider and a prompt box, and the picture ``sdlearn.sampling.sample``
+    makes from them, re-rendered when a control is released. A textual-inversion token loaded
+    into ``pipe`` (``"<heart>"``) can be typed into the prompt like any word.
+
+    ``adapter`` is the name given to ``pipe.load_lora_weights(..., adapter_name=...)``; before each
+    picture ``pipe.set_adapters([adapter], adapter_weights=[w])`` sets its strength (0: exactly the
+    base model; the setting stays on ``pipe`` afterwards). ``adapter=None``: no LoRA, the slider is
+    disabled. The info line says the time, the strength and which learnt tokens the prompt uses.
+    The box has ``prompt``, ``weight``, ``seed``, ``image``, ``info``, ``renders`` and ``render()``.
+
+    Introduced in notebooks/12_personalisation.ipynb.
+    """
+    if adapter is not None:
+        loaded = sorted({name for names in pipe.get_list_adapters().values() for name in names})
+        if adapter not in loaded:
+            raise ValueError(f"no LoRA adapter {adapter!r} on this pipeline (loaded: {loaded or 'none'}); "
+                             "load one with pipe.load_lora_weights(folder, adapter_name=...)")
+    box_prompt = _text(prompt, "prompt")
+    weight_slider = widgets.FloatSlider(value=weight, min=0.0, max=2.0, step=0.1, description="LoRA weight",
+                                        disabled=adapter is None, continuous_update=False)
+    _, seed_slider = _steps_and_seed(num_inference_steps, seed)
+    image = widgets.Image(value=b"", format="png")
+    info = widgets.Label(value="")
+    box = widgets.VBox([box_prompt, widgets.HBox([weight_slider, seed_slider]), image, info])
+
+    def make() -> Image.Image:
+        if adapter is not None:
+            pipe.set_adapters([adapter], adapter_weights=[weight_slider.value])
+        return sample(pipe, box_prompt.value, num_inference_steps=num_inference_steps,
+                      guidance_scale=guidance_scale, generator=make_generator(seed_slider.value))[0]
+
+    def render(change: Any = None) -> None:
+        t0 = time.perf_counter()
+        if not _render_into(box, image, size, make):
+            return
+        lora = "no LoRA" if adapter is None else f"LoRA {adapter!r} at {weight_slider.value:g}"
+        used = [t for t in _learnt_tokens(pipe) if t in box_prompt.value]
+        info.value = f"{time.perf_counter() - t0:.2f} s; {lora}; learnt tokens in the prompt: {', '.join(used) or 'none'}"
+
+    box.prompt, box.weight, box.seed = box_prompt, weight_slider, seed_slider
+    box.image, box.info, box.renders, box.render = image, info, 0, render
+    _wire(render, (box_prompt, weight_slider, seed_slider))
     return box
