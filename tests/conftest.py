@@ -26,3 +26,27 @@ def quiet_pipeline():
 @pytest.fixture(scope="session")
 def tiny_pipe(quiet_pipeline):
     return quiet_pipeline("tiny")
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark(name)``: import ``benchmarks/<name>.py`` (a script, not a package) as module ``<name>_benchmark``;
+    it imports its sibling ``common.py``, so the folder is on the path while it loads."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        sys.path.insert(0, str(bench))
+        try:
+            spec = importlib.util.spec_from_file_location(f"{name}_benchmark", bench / f"{name}.py")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = mod  # dataclasses look their module up there
+            spec.loader.exec_module(mod)
+        finally:
+            sys.path.remove(str(bench))
+        return mod
+
+    return load

@@ -1,29 +1,17 @@
 """benchmarks/behaviour.py: its confidence intervals against known values, and every row once in
 --quick mode on the random-weight "tiny" model (shapes and keys only; the figures mean nothing)."""
-import importlib.util
 import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def behaviour():
-    sys.path.insert(0, str(BENCH))  # the script imports its sibling common.py
-    try:
-        spec = importlib.util.spec_from_file_location("behaviour_benchmark", BENCH / "behaviour.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # dataclasses look their module up there
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(BENCH))
-    yield mod
+def behaviour(load_benchmark):
+    yield load_benchmark("behaviour")
     sys.modules.pop("behaviour_benchmark", None)
 
 

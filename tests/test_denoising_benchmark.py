@@ -1,26 +1,15 @@
 """benchmarks/denoising.py: its keys on the random-weight "tiny" model, and its loss against a
 UNet that predicts zero noise (then ε-MSE is the noise's own mean square, about 1)."""
-import importlib.util
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
 @pytest.fixture(scope="module")
-def denoising():
-    sys.path.insert(0, str(BENCH))  # the script imports its sibling common.py
-    try:
-        spec = importlib.util.spec_from_file_location("denoising_benchmark", BENCH / "denoising.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(BENCH))
-    return mod
+def denoising(load_benchmark):
+    yield load_benchmark("denoising")
+    sys.modules.pop("denoising_benchmark", None)
 
 
 def test_probe_on_tiny(denoising, tiny_pipe, tmp_path):

@@ -26,7 +26,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["private_copy", "ConceptData", "concept_data", "batch_of", "concept_loss", "trainable_parameters"]
+from ..training import diffusion_loss, noise_scheduler
+
+__all__ = ["private_copy", "ConceptData", "concept_data", "batch_of", "batch_loss", "concept_loss",
+           "trainable_parameters"]
 
 
 def private_copy(pipe: Any) -> Any:
@@ -90,6 +93,19 @@ def batch_of(data: ConceptData, batch: int, gen: torch.Generator) -> tuple[torch
     return data.latents[idx], data.input_ids[idx]
 
 
+def batch_loss(pipe: Any, data: ConceptData, batch: int, step: int, seed: int,
+               sched: Any) -> tuple[torch.Tensor, torch.Generator]:
+    """SD's loss (plain noise MSE) on a batch of ``data`` for training step ``step``: the batch,
+    timesteps and noise all come from one generator seeded by ``(seed, step)``, so a run is
+    reproducible and resumable. Returns the loss and that generator, for further draws.
+
+    Introduced in notebooks/12_personalisation.ipynb.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    x0, ids = batch_of(data, batch, gen)
+    return diffusion_loss(pipe.unet, pipe.text_encoder, x0, ids, sched, gen, snr_gamma=None), gen
+
+
 @torch.no_grad()
 def concept_loss(pipe: Any, data: ConceptData, repeats: int = 8, seed: int = 0) -> float:
     """SD's training loss on ``data``, each picture ``repeats`` times, with fixed noise and
@@ -98,8 +114,6 @@ def concept_loss(pipe: Any, data: ConceptData, repeats: int = 8, seed: int = 0) 
 
     Introduced in notebooks/12_personalisation.ipynb.
     """
-    from ..training import diffusion_loss, noise_scheduler
-
     gen = torch.Generator().manual_seed(seed)
     x0, ids = data.latents.repeat(repeats, 1, 1, 1), data.input_ids.repeat(repeats, 1)
     return float(diffusion_loss(pipe.unet, pipe.text_encoder, x0, ids, noise_scheduler(), gen, snr_gamma=None))

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..training import diffusion_loss, fit, noise_scheduler
-from . import ConceptData, batch_of
+from . import ConceptData, batch_loss, batch_of
 
 
 def train_dreambooth(pipe: Any, data: ConceptData, prior: ConceptData | None = None,
@@ -35,9 +35,7 @@ def train_dreambooth(pipe: Any, data: ConceptData, prior: ConceptData | None = N
     sched = noise_scheduler()
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        x0, ids = batch_of(data, batch, gen)
-        inst = diffusion_loss(pipe.unet, pipe.text_encoder, x0, ids, sched, gen, snr_gamma=None)
+        inst, gen = batch_loss(pipe, data, batch, step, seed, sched)
         if prior is None:
             return inst, {"instance": inst.item()}
         px0, pids = batch_of(prior, batch, gen)

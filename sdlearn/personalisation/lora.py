@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from ..training import diffusion_loss, fit, noise_scheduler
-from . import ConceptData, batch_of
+from ..training import fit, noise_scheduler
+from . import ConceptData, batch_loss
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections, as diffusers' examples
 
@@ -48,9 +48,7 @@ def train_lora(pipe: Any, data: ConceptData, params: list[torch.Tensor], steps: 
     sched = noise_scheduler()
 
     def step_fn(step: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        x0, ids = batch_of(data, batch, gen)
-        return diffusion_loss(pipe.unet, pipe.text_encoder, x0, ids, sched, gen, snr_gamma=None)
+        return batch_loss(pipe, data, batch, step, seed, sched)[0]
 
     try:
         return fit(step_fn, params, steps, lr=lr, warmup=min(50, steps // 10), progress=progress,

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ..training import diffusion_loss, fit, noise_scheduler
-from . import ConceptData, batch_of
+from ..training import fit, noise_scheduler
+from . import ConceptData, batch_loss
 
 WEIGHT_NAME = "learned_embeds.safetensors"  # the file name diffusers' loader looks for
 
@@ -64,9 +64,7 @@ def train_textual_inversion(pipe: Any, data: ConceptData, token_id: int, steps: 
     sched = noise_scheduler()
 
     def step_fn(step: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        x0, ids = batch_of(data, batch, gen)
-        return diffusion_loss(pipe.unet, pipe.text_encoder, x0, ids, sched, gen, snr_gamma=None)
+        return batch_loss(pipe, data, batch, step, seed, sched)[0]
 
     try:
         state = fit(step_fn, [weight], steps, lr=lr, warmup=min(50, steps // 10), progress=progress,
