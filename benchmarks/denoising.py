@@ -32,34 +32,32 @@ def probe(pipe: Any, n: int = 192, timesteps: Sequence[int] = TIMESTEPS, seed: i
     """The figures above for ``pipe`` (a StableDiffusionPipeline over world v2's 64 px pictures)."""
     import torch
 
+    from sdlearn.latents import decode
     from sdlearn.mini import scoring, world
+    from sdlearn.personalisation import concept_data
 
     samples = [world.sample(999, i) for i in range(n)]
     styles = np.array([s.scene.style for s in samples])
     plain = np.array([s.scene.style == "flat" and len(s.scene.objects) == 1 for s in samples])
-    vae, unet, sched = pipe.vae, pipe.unet, pipe.scheduler
-    sf = vae.config.scaling_factor
-    x = torch.tensor(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    ids = pipe.tokenizer([s.caption for s in samples], padding="max_length",
-                         max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+    data = concept_data(pipe, [s.image for s in samples], [s.caption for s in samples])  # latents, ids
+    z0, ids = data.latents, data.input_ids  # (N, 4, 8, 8), (N, 77)
     out: dict = {"n": n, "plain_n": int(plain.sum()), "styles": {k: int((styles == k).sum()) for k in sorted(set(styles))},
                  "timesteps": []}
     with torch.no_grad():
-        z0 = torch.cat([vae.encode(x[i:i + batch]).latent_dist.mean for i in range(0, n, batch)]) * sf  # (N, 4, 8, 8)
         emb = torch.cat([pipe.text_encoder(ids[i:i + batch])[0] for i in range(0, n, batch)])
         noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))
         for t in timesteps:
-            abar = sched.alphas_cumprod[t]
+            abar = pipe.scheduler.alphas_cumprod[t]
             zt = abar.sqrt() * z0 + (1 - abar).sqrt() * noise
-            eps = torch.cat([unet(zt[i:i + batch], torch.full((len(zt[i:i + batch]),), t),
-                                  encoder_hidden_states=emb[i:i + batch]).sample for i in range(0, n, batch)])
+            eps = torch.cat([pipe.unet(zt[i:i + batch], torch.full((len(zt[i:i + batch]),), t),
+                                       encoder_hidden_states=emb[i:i + batch]).sample for i in range(0, n, batch)])
             x0 = z0 if t == 0 else (zt - (1 - abar).sqrt() * eps) / abar.sqrt()
-            pics = torch.cat([vae.decode(x0[i:i + batch] / sf).sample for i in range(0, n, batch)])
+            pics = torch.cat([decode(pipe.vae, x0[i:i + batch]) for i in range(0, n, batch)])
             pics = ((pics.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
             err = ((eps - noise) ** 2).mean((1, 2, 3)).numpy()
-            shape = [scoring.score(p, s.caption)["shape_ok"] for p, s in zip(pics, samples)]
-            shape = [v for v in shape if v is not None]
-            objs = [scoring.analyse(p)["objects"] for p in pics]
+            scores = [scoring.score(p, s.caption) for p, s in zip(pics, samples)]  # one reading a picture
+            shape = [r["shape_ok"] for r in scores if r["shape_ok"] is not None]
+            objs = [r["reading"]["objects"] for r in scores]
             out["timesteps"].append({
                 "t": int(t),
                 "eps_mse": {"all": float(err.mean()), "plain": float(err[plain].mean()),

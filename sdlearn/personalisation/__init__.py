@@ -26,6 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..latents import encode
+from ..text import tokenize
 from ..training import diffusion_loss, noise_scheduler
 
 __all__ = ["private_copy", "ConceptData", "concept_data", "batch_of", "batch_loss", "concept_loss",
@@ -77,11 +79,8 @@ def concept_data(pipe: Any, images: Sequence[np.ndarray], captions: Sequence[str
     if len(sizes) != 1 or len(next(iter(sizes))) != 3 or next(iter(sizes))[2] != 3:
         raise ValueError(f"images must share one (H, W, 3) shape, got {sorted(sizes)}")
     x = torch.from_numpy(np.stack([np.asarray(im, np.uint8) for im in images])).permute(0, 3, 1, 2)
-    x = x.float() / 127.5 - 1  # (N, 3, H, W) in [-1, 1]
-    latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor  # (N, 4, H/8, W/8)
-    ids = pipe.tokenizer(list(captions), padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids
-    return ConceptData(latents, ids, list(captions))
+    latents = encode(pipe.vae, x.float() / 127.5 - 1)  # (N, 4, H/8, W/8), the latent mean, scaled
+    return ConceptData(latents, tokenize(pipe.tokenizer, list(captions)), list(captions))
 
 
 def batch_of(data: ConceptData, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
