@@ -275,6 +275,7 @@ class Bench:
 
     def __init__(self, pipe: Any, batch: int = 16, steps: int = STEPS) -> None:
         self.pipe, self.batch, self.steps = pipe, batch, steps
+        self.size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # native: what it draws
         self.default = pipe.scheduler
         self.cache: dict[tuple, np.ndarray] = {}
         self.adherence_cache: dict[tuple, dict] = {}
@@ -376,8 +377,8 @@ def row_adherence(bench: Bench, sizes: Sizes) -> dict:
     hi = bench.adherence(prompts, GUIDANCE, label="row 1, w=7.5")
     lo = bench.adherence(prompts, 1.0, label="row 1, w=1")
     goals = {"colour": 0.97, "shape": 0.95, "position": 0.90, "background": 0.90}
-    truth = ground_truth_readings(prompts)
-    through_vae = ground_truth_readings(prompts, bench.pipe.vae)
+    truth = ground_truth_readings(prompts, size=bench.size)
+    through_vae = ground_truth_readings(prompts, bench.pipe.vae, bench.size)
     out: dict = {"n_prompts": sizes.n}
     for attr, goal in goals.items():
         key = attr + "_ok"
@@ -392,10 +393,10 @@ def row_adherence(bench: Bench, sizes: Sizes) -> dict:
     return out
 
 
-def ground_truth_readings(prompts: Sequence[world.Scene], vae: Any = None) -> list[dict]:
-    """scorer v2 on ``world.render(scene)`` of each scene (through a ``vae`` round trip if given),
-    judged against its own caption."""
-    images = [world.render(s).image for s in prompts]
+def ground_truth_readings(prompts: Sequence[world.Scene], vae: Any = None, size: int = 64) -> list[dict]:
+    """scorer v2 on ``world.render(scene, size)`` of each scene (through a ``vae`` round trip if
+    given), judged against its own caption."""
+    images = [world.render(s, size=size).image for s in prompts]
     if vae is not None:
         images = degrade.round_trip(vae, images)
     return [scoring.score(im, s.caption) for im, s in zip(images, prompts)]
@@ -411,8 +412,8 @@ def row_crispness(bench: Bench, sizes: Sizes) -> dict:
     prompts = scoring.eval_prompts(sizes.n)
     hi = _rows(bench.adherence(prompts, GUIDANCE, label="row 2, w=7.5"), "crispness")
     lo = _rows(bench.adherence(prompts, 1.0, label="row 2, w=1"), "crispness")
-    truth = [_crispness(r) for r in ground_truth_readings(prompts)]
-    through_vae = [_crispness(r) for r in ground_truth_readings(prompts, bench.pipe.vae)]
+    truth = [_crispness(r) for r in ground_truth_readings(prompts, size=bench.size)]
+    through_vae = [_crispness(r) for r in ground_truth_readings(prompts, bench.pipe.vae, bench.size)]
     return {"n_prompts": sizes.n, "w7.5": mean(hi), "w1": mean(lo), "ground_truth": mean(truth),
             "ground_truth_through_vae": mean(through_vae),
             "w7.5_minus_w1": target(paired_diff(hi, lo), "abs<=", 0.02),
@@ -433,7 +434,7 @@ def row_guidance_sweep(bench: Bench, sizes: Sizes) -> dict:
     """Row 3: adherence, diversity and artefacts across guidance scales."""
     prompts = scoring.eval_prompts(sizes.sweep_n)
     texts = [p.caption for p in prompts]
-    truth = [world.render(p).image for p in prompts]
+    truth = [world.render(p, size=bench.size).image for p in prompts]
     curve = []
     for w in SWEEP:
         adh = bench.adherence(prompts, w, label=f"row 3, w={w:g}")
@@ -548,7 +549,7 @@ def row_img2img(bench: Bench, sizes: Sizes) -> dict:
     from sdlearn.img2img import img2img
 
     cases = img2img_cases(sizes.img2img_n)
-    before = [world.render(scene).image for scene, _, _ in cases]
+    before = [world.render(scene, size=bench.size).image for scene, _, _ in cases]
     sil_before = [foreground(im, scoring.analyse(im)["background"]) for im in before]
     curve = []
     for strength in STRENGTHS:

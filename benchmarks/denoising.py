@@ -28,19 +28,21 @@ from common import ROOT, save_json
 TIMESTEPS = (0, 100, 200, 400, 600, 800)
 
 
-def probe(pipe: Any, n: int = 192, timesteps: Sequence[int] = TIMESTEPS, seed: int = 0, batch: int = 64) -> dict:
-    """The figures above for ``pipe`` (a StableDiffusionPipeline over world v2's 64 px pictures)."""
+def probe(pipe: Any, n: int = 192, timesteps: Sequence[int] = TIMESTEPS, seed: int = 0, batch: int = 64,
+          size: int | None = None) -> dict:
+    """The figures above for ``pipe`` (a StableDiffusionPipeline over world v2), at its native size."""
     import torch
 
     from sdlearn.latents import decode
     from sdlearn.mini import scoring, world
     from sdlearn.personalisation import concept_data
 
-    samples = [world.sample(999, i) for i in range(n)]
+    size = size or pipe.unet.config.sample_size * pipe.vae_scale_factor  # the model's native size
+    samples = [world.sample(999, i, size) for i in range(n)]
     styles = np.array([s.scene.style for s in samples])
     plain = np.array([s.scene.style == "flat" and len(s.scene.objects) == 1 for s in samples])
     data = concept_data(pipe, [s.image for s in samples], [s.caption for s in samples])  # latents, ids
-    z0, ids = data.latents, data.input_ids  # (N, 4, 8, 8), (N, 77)
+    z0, ids = data.latents, data.input_ids  # (N, 4, size/8, size/8), (N, 77)
     out: dict = {"n": n, "plain_n": int(plain.sum()), "styles": {k: int((styles == k).sum()) for k in sorted(set(styles))},
                  "timesteps": []}
     with torch.no_grad():
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None, pipe: Any = None) -> dict:
             torch.set_num_threads(args.threads)
         pipe = load_pipeline(args.model)
     t0 = time.perf_counter()
-    result = {"benchmark": "denoising", "model": args.model, **probe(pipe, args.n)}
+    result = {"benchmark": "denoising", "model": args.model,
+              "size": pipe.unet.config.sample_size * pipe.vae_scale_factor, **probe(pipe, args.n)}
     result["seconds"] = round(time.perf_counter() - t0, 1)
     for row in result["timesteps"]:
         print(f"t={row['t']:4d}  eps MSE {row['eps_mse']['all']:.4f} (plain {row['eps_mse']['plain']:.4f})  "

@@ -78,18 +78,24 @@ def vae_from(channels: tuple[int, ...], groups: int, sample_size: int) -> Autoen
 
 
 def unet_from(channels: tuple[int, ...], cross_dim: int, sample_size: int, layers: int, heads: int,
-              in_channels: int = 4) -> UNet2DConditionModel:
-    """SD's UNet class (random weights) at any size: one cross-attention level per entry of
-    ``channels``, ``layers`` ResNet + transformer layers per level, text of width ``cross_dim``
-    (the text encoder's hidden size), ``in_channels`` inputs (4 latents; 5 with depth, 9 for
-    inpainting) and always 4 outputs, the predicted noise.
+              in_channels: int = 4, plain_levels: int = 0) -> UNet2DConditionModel:
+    """SD's UNet class (random weights) at any size: one level per entry of ``channels``, each
+    with ``layers`` ResNet + transformer layers, text of width ``cross_dim`` (the text encoder's
+    hidden size), ``in_channels`` inputs (4 latents; 5 with depth, 9 for inpainting) and always
+    4 outputs, the predicted noise. Every level cross-attends to the text except the
+    ``plain_levels`` highest-resolution ones (ResNets only), as SDXL's UNet leaves out attention
+    at its highest resolution, where it costs most (Podell et al. 2023, arXiv:2307.01952).
 
     Introduced in notebooks/03_unet_noise_prediction.ipynb.
     """
     n = len(channels)
+    if not 0 <= plain_levels < n:
+        raise ValueError(f"plain_levels must be in 0..{n - 1} (one level at least attends), got {plain_levels}")
+    down = ("DownBlock2D",) * plain_levels + ("CrossAttnDownBlock2D",) * (n - plain_levels)
+    up = ("CrossAttnUpBlock2D",) * (n - plain_levels) + ("UpBlock2D",) * plain_levels
     return UNet2DConditionModel(
         sample_size=sample_size, in_channels=in_channels, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D",) * n, up_block_types=("CrossAttnUpBlock2D",) * n,
+        down_block_types=down, up_block_types=up,
         block_out_channels=channels, layers_per_block=layers, cross_attention_dim=cross_dim,
         attention_head_dim=heads, norm_num_groups=min(32, channels[0] // 2))
 

@@ -15,6 +15,7 @@ def denoising(load_benchmark):
 def test_probe_on_tiny(denoising, tiny_pipe, tmp_path):
     res = denoising.main(["--n", "6", "--out", str(tmp_path / "d.json")], pipe=tiny_pipe)
     assert (tmp_path / "d.json").exists() and res["n"] == 6 and sum(res["styles"].values()) == 6
+    assert res["size"] == 64  # the tiny model's native size: its pictures are drawn at it
     assert [r["t"] for r in res["timesteps"]] == list(denoising.TIMESTEPS)
     for r in res["timesteps"]:
         assert 0 <= r["x0"]["shape_named_right"] <= 1 and r["eps_mse"]["all"] >= 0
@@ -27,7 +28,7 @@ def test_zero_noise_prediction_scores_the_noise_itself(denoising, tiny_pipe):
 
     pipe = SimpleNamespace(vae=tiny_pipe.vae, unet=Zero(), scheduler=tiny_pipe.scheduler,
                            tokenizer=tiny_pipe.tokenizer, text_encoder=tiny_pipe.text_encoder)
-    res = denoising.probe(pipe, n=4, timesteps=(0, 500))
+    res = denoising.probe(pipe, n=4, timesteps=(0, 500), size=64)
     noise = torch.randn((4, 4, 8, 8), generator=torch.Generator().manual_seed(0))
     for r in res["timesteps"]:
         assert r["eps_mse"]["all"] == pytest.approx(float(noise.pow(2).mean()), rel=1e-5)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from sdlearn.mini import recipe, variants
+from sdlearn.mini import recipe, variants, world
+from sdlearn.mini.configs import mini_components
 
 
 def test_vae_batch():
@@ -71,6 +72,31 @@ def test_all_stages_at_toy_scale(tmp_path, monkeypatch):
     exported = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
     assert len(seen["params"]) == len(exported)
     assert all(torch.equal(a, b) for a, b in zip(seen["params"], exported))
+
+
+def test_native_size_128(tmp_path):
+    """At 128 px the latents are 16x16 and the UNet has a third level whose 16x16 top is ResNets
+    only (SDXL's layout); every stage reads the size from the cached latents, the export included."""
+    recipe.train_vae(tmp_path, steps=1, batch=2, photo_frac=0.0, progress=False)
+    recipe.encode_world(tmp_path, n=4, batch=4, progress=False, size=128)
+    assert recipe.native_size(tmp_path) == 128
+    assert recipe.world_pictures(tmp_path, 4, 128).shape == (4, 128, 128, 3)
+    assert np.array_equal(recipe.world_pictures(tmp_path, 4, 128)[3], world.sample(recipe.TRAIN_SEED, 3, 128).image)
+    assert torch.load(tmp_path / "latents.pt", weights_only=False)["latents"].shape == (4, 4, 16, 16)
+    recipe.train_unet(tmp_path, steps=1, batch=2, progress=False)
+    unet, _ = recipe.load_unet_and_text(tmp_path)
+    assert unet.config.sample_size == 16 and unet.config.block_out_channels == (32, 64, 128)
+    assert unet.config.down_block_types == ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    pipe = StableDiffusionPipeline.from_pretrained(recipe.export(tmp_path, out=tmp_path / "model"))
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 128  # diffusers' default height
+    variants.prepare(tmp_path, "depth", batch=4, progress=False)
+    assert torch.load(tmp_path / "cond_depth.pt", weights_only=False)["cond"].shape == (4, 1, 16, 16)
+
+
+def test_mini_components_sizes():
+    assert mini_components(size=64)["unet"].config.down_block_types == ("CrossAttnDownBlock2D",) * 2
+    with pytest.raises(ValueError, match="size must be one of"):
+        mini_components(size=96)
 
 
 @pytest.mark.parametrize("cli, stages", [(recipe, "{vae,vae-save,vae-load,vae-ft,latents,unet,export}"),

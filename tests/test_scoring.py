@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image, ImageDraw
 
@@ -101,3 +102,21 @@ def test_adherence_with_perfect_and_batched_generators() -> None:
     res = scoring.adherence(flat, prompts, batch_size=5)
     assert res["n"] == 12 and res["colour"] == 0.0 and res["shape"] == 0.0
     assert [r["seed"] for r in res["rows"]] == list(range(12))
+
+
+def test_steps_vs_quality_rows(tiny_pipe):
+    before = tiny_pipe.scheduler
+    rows = scoring.steps_vs_quality(tiny_pipe, ["euler", "heun"], [2], ["a red circle", "a blue star"],
+                                    batch_size=2)
+    assert tiny_pipe.scheduler is before  # restored
+    assert [(r["scheduler"], r["steps"], r["unet_calls"]) for r in rows] == [("euler", 2, 2), ("heun", 2, 3)]
+    for r in rows:
+        assert 0 <= r["colour"] <= 1 and 0 <= r["shape"] <= 1 and r["seconds_per_image"] > 0
+        assert 0 <= r["both"] <= min(r["colour"], r["shape"])  # both right: never above either alone
+    assert torch.is_grad_enabled()
+
+
+def test_both_counts_only_what_is_asked():
+    rows = [{"colour_ok": True, "shape_ok": None}, {"colour_ok": True, "shape_ok": False},
+            {"colour_ok": None, "shape_ok": None}]
+    assert scoring._both(rows) == 0.5 and scoring._both(rows[2:]) is None

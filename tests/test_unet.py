@@ -2,7 +2,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from sdlearn.architectures import SD15_SCHEDULER
+from sdlearn.architectures import SD15_SCHEDULER, unet_from
 from sdlearn.unet import (SD15_UNET_CONFIG, SD15_UNET_PARAMS, count_params, noise_errors, pred_x0, predict_noise,
                           sd15_unet_skeleton)
 
@@ -79,3 +79,14 @@ def test_noise_errors_match_a_hand_loop(tiny_pipe):
         with torch.no_grad():
             ref = torch.nn.functional.mse_loss(unet(x_t, t, encoder_hidden_states=emb).sample, noise).item()
         assert e == pytest.approx(ref, rel=1e-5)
+
+
+def test_unet_from_plain_levels():
+    """SDXL's layout: the highest-resolution level(s) without attention, the rest cross-attend."""
+    u = unet_from((16, 32), cross_dim=8, sample_size=8, layers=1, heads=2, plain_levels=1)
+    assert u.config.down_block_types == ("DownBlock2D", "CrossAttnDownBlock2D")
+    assert u.config.up_block_types == ("CrossAttnUpBlock2D", "UpBlock2D")
+    assert unet_from((16, 32), cross_dim=8, sample_size=8, layers=1, heads=2).config.down_block_types == (
+        "CrossAttnDownBlock2D",) * 2
+    with pytest.raises(ValueError, match="plain_levels"):
+        unet_from((16, 32), cross_dim=8, sample_size=8, layers=1, heads=2, plain_levels=2)

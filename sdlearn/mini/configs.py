@@ -26,22 +26,34 @@ def mini_scheduler() -> DDIMScheduler:
     return DDIMScheduler.from_config(SD15_SCHEDULER)
 
 
-def mini_components(seed: int = 0) -> dict:
+# The UNet's levels for each native picture size (px), and how many of the highest-resolution
+# ones have no attention. At 128 px the latents are 16x16; self-attention over their 256 places
+# would double the cost of a step, so the 16x16 level is ResNets only, as in SDXL (measured on
+# one thread: 0.61 s a training step of 64 and 0.35 s for 25 guided UNet steps, against 1.29 s
+# and 0.60 s with attention there; see data/stages/sd-mini-v2/README.md).
+UNET_LEVELS: dict[int, tuple[tuple[int, ...], int]] = {64: ((64, 128), 0), 128: ((32, 64, 128), 1)}
+
+
+def mini_components(seed: int = 0, size: int = 64) -> dict:
     """Freshly initialised sd-mini components (the shapes the shipped weights fill).
 
-    64x64 pictures -> 4x8x8 latents; a 2-layer CLIP text encoder of width 48 over the full
-    49,408-token vocabulary; a two-level cross-attention UNet (64, 128): 4.2 M parameters, as
-    fast per picture as v1's (64, 96) measured side by side (0.80 vs 0.78 s at 25 steps with
-    guidance, one thread, the other core busy). Sizes were chosen by measurement (seconds per
-    step) under a 40 MB budget for the shipped weights (v2: 31 MB).
+    ``size``x``size`` pictures -> 4x(size/8)x(size/8) latents; a 2-layer CLIP text encoder of
+    width 48 over the full 49,408-token vocabulary; a cross-attention UNet with the levels
+    ``UNET_LEVELS[size]`` (at 64 px (64, 128): 4.2 M parameters, as fast per picture as v1's
+    (64, 96) measured side by side: 0.80 vs 0.78 s at 25 steps with guidance, one thread, the
+    other core busy). Sizes were chosen by measurement (seconds per step) under a 40 MB budget
+    for the shipped weights (v2: 31 MB). The VAE is the same at every size (it is convolutional).
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
+    if size not in UNET_LEVELS:
+        raise ValueError(f"size must be one of {sorted(UNET_LEVELS)} px, got {size}")
     torch.manual_seed(seed)
     return {
-        "vae": vae_from((32, 64, 64, 64), groups=16, sample_size=64),
+        "vae": vae_from((32, 64, 64, 64), groups=16, sample_size=size),
         "text_encoder": CLIPTextModel(text_config(hidden=48, layers=2, heads=4, mlp=192)),
         "tokenizer": load_tokenizer(),
-        "unet": unet_from((64, 128), cross_dim=48, sample_size=8, layers=1, heads=4),
+        "unet": unet_from(UNET_LEVELS[size][0], cross_dim=48, sample_size=size // 8, layers=1, heads=4,
+                          plain_levels=UNET_LEVELS[size][1]),
         "scheduler": mini_scheduler(),
     }

@@ -51,16 +51,16 @@ def _photo_pool(size: int = 256) -> list[np.ndarray]:
     return out
 
 
-def world_pictures(work: Path, n: int) -> np.ndarray:
-    """The first ``n`` training-world pictures, rendered once on both cores and cached in ``work``
-    (memory-mapped on later calls).
+def world_pictures(work: Path, n: int, size: int = 64) -> np.ndarray:
+    """The first ``n`` training-world pictures at ``size`` px, rendered once on both cores and
+    cached in ``work`` (memory-mapped on later calls).
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
-    path = work / f"world_{TRAIN_SEED}_{n}.npy"
+    path = work / (f"world_{TRAIN_SEED}_{n}" + ("" if size == 64 else f"_{size}px") + ".npy")
     if not path.exists():
         work.mkdir(parents=True, exist_ok=True)
-        np.save(path.with_suffix(".tmp.npy"), world.pictures(TRAIN_SEED, n))
+        np.save(path.with_suffix(".tmp.npy"), world.pictures(TRAIN_SEED, n, size=size))
         path.with_suffix(".tmp.npy").replace(path)
     return np.load(path, mmap_mode="r")
 
@@ -81,7 +81,7 @@ def vae_batch(rng: np.random.Generator, step: int, batch: int, crop: int, photos
         else:
             i = step * batch + k
             im = pictures[i % len(pictures)] if pictures is not None else world.sample(TRAIN_SEED, i).image
-            y, x = rng.integers(64 - crop + 1), rng.integers(64 - crop + 1)
+            y, x = rng.integers(im.shape[0] - crop + 1), rng.integers(im.shape[1] - crop + 1)
             imgs.append(im[y : y + crop, x : x + crop])
     arr = np.stack(imgs).astype(np.float32) / 127.5 - 1.0
     if rng.random() < 0.5:  # horizontal flip: free augmentation for the photos and shapes alike
@@ -145,12 +145,13 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
 
 
 # ----------------------------------------------------------------------------- latents
-def load_vae(work: Path = DEFAULT_WORK, prefer_finetuned: bool = True):
-    """The trained VAE; its decoder fine-tuned (``vae_ft.pt``) if that stage has run.
+def load_vae(work: Path = DEFAULT_WORK, prefer_finetuned: bool = True, size: int = 64):
+    """The trained VAE; its decoder fine-tuned (``vae_ft.pt``) if that stage has run. ``size``
+    only sets the picture size its config names (the weights serve every size).
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
-    vae = mini_components()["vae"]
+    vae = mini_components(size=size)["vae"]
     ft = work / "vae_ft.pt"
     path = ft if prefer_finetuned and ft.exists() else work / "vae.pt"
     vae.load_state_dict(torch.load(path, weights_only=False)["model"])
@@ -180,8 +181,10 @@ def _load_vae_stage(folder: Path, work: Path) -> Path:
 
 
 @torch.no_grad()
-def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250, progress: bool = True) -> Path:
-    """Encode ``n`` training-world images once (latent means) and tokenize their captions.
+def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250, progress: bool = True,
+                 size: int = 64) -> Path:
+    """Encode ``n`` training-world images of ``size`` px once (latent means) and tokenize their
+    captions; ``size`` is the model's native size (the UNet then trains on size/8 latents).
 
     Also measures the latents' standard deviation: ``scaling_factor = 1 / std`` makes the
     UNet's inputs unit-variance, which is exactly how SD's 0.18215 was chosen.
@@ -191,7 +194,7 @@ def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250, pr
     vae = load_vae(work, prefer_finetuned=False)  # the encoder is the same in both stages
     tok = mini_components()["tokenizer"]
     lat, ids = [], []
-    pictures = world_pictures(work, n)  # world.sample(TRAIN_SEED, i).image, rendered on every core
+    pictures = world_pictures(work, n, size)  # world.sample(TRAIN_SEED, i, size).image, on every core
     for start in tqdm(range(0, n, batch), desc="encode", mininterval=5, disable=not progress):
         stop = min(n, start + batch)
         # A caption needs only the scene, not its pixels: random_scene with the sample's own rng.
@@ -203,7 +206,7 @@ def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250, pr
     latents, input_ids = torch.cat(lat), torch.cat(ids)
     std = latents.std().item()
     out = work / "latents.pt"
-    save(out, latents=latents, input_ids=input_ids, std=std, mean=latents.mean().item(),
+    save(out, latents=latents, input_ids=input_ids, std=std, mean=latents.mean().item(), size=size,
          uncond_ids=tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids)
     print(f"latents {tuple(latents.shape)} std={std:.4f} -> scaling_factor={1 / std:.5f}")
     return out
@@ -218,6 +221,15 @@ def load_latents(work: Path = DEFAULT_WORK) -> tuple[torch.Tensor, torch.Tensor,
     """
     data = torch.load(work / "latents.pt", weights_only=False)
     return data["latents"] / data["std"], data["input_ids"].long(), data["uncond_ids"].long()
+
+
+def native_size(work: Path = DEFAULT_WORK) -> int:
+    """The picture size (px) the cached latents were encoded at: the model's native size, which
+    every later stage (UNet, export, the variants) reads from here.
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
+    return int(torch.load(work / "latents.pt", weights_only=False, mmap=True).get("size", 64))
 
 
 def caption_batch(latents: torch.Tensor, input_ids: torch.Tensor, uncond: torch.Tensor, batch: int,
@@ -251,7 +263,7 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
     """
     latents, input_ids, uncond = load_latents(work)
     torch.manual_seed(seed)
-    comps = mini_components(seed)
+    comps = mini_components(seed, size=latents.shape[-1] * 8)
     unet, te = comps["unet"], comps["text_encoder"]
     if init is not None:
         from diffusers import UNet2DConditionModel
@@ -280,7 +292,7 @@ def load_unet_and_text(work: Path = DEFAULT_WORK, use_ema: bool = True):
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
-    comps = mini_components()
+    comps = mini_components(size=native_size(work))
     unet, te = comps["unet"], comps["text_encoder"]
     st = torch.load(work / "unet.pt", weights_only=False)
     unet.load_state_dict(st["unet"]), te.load_state_dict(st["text_encoder"])
@@ -300,8 +312,9 @@ def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = T
     from diffusers import StableDiffusionPipeline
 
     out = Path(out) if out else Path(__file__).parent.parent / "data" / "sd-mini"
-    comps = mini_components()
-    comps["vae"] = load_vae(work)
+    size = native_size(work)
+    comps = mini_components(size=size)
+    comps["vae"] = load_vae(work, size=size)
     data = torch.load(work / "latents.pt", weights_only=False)
     # Round the measured factor like SD's 0.18215; written into the VAE config the pipeline reads.
     comps["vae"].register_to_config(scaling_factor=round(1.0 / data["std"], 5))
@@ -335,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=None, help="latents: how many world images to encode")
+    p.add_argument("--size", type=int, default=64, help="latents: the model's native picture size in px")
     p.add_argument("--out", type=Path, default=None, help="export: folder (default: the package's sd-mini)")
     p.add_argument("--photo-frac", type=float, default=0.1, help="vae: share of photo crops in a batch")
     p.add_argument("--pool", type=int, default=50000, help="vae, vae-ft: world pictures rendered once and cycled")
@@ -359,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         train_vae(a.work, photo_frac=a.photo_frac, pool=a.pool, decoder_only=True, batch=16, crop=64, lr=3e-4,
                   **({"steps": a.steps} if a.steps else {"steps": 2000}))
     elif a.stage == "latents":
-        encode_world(a.work, **({"n": a.n} if a.n else {}))
+        encode_world(a.work, size=a.size, **({"n": a.n} if a.n else {}))
     elif a.stage == "unet":
         train_unet(a.work, stop_at=a.stop_at, init=a.init, snr_gamma=a.snr_gamma, **steps,
                    **({"lr": a.lr} if a.lr else {}))

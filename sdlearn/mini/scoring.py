@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+import torch
 from scipy import ndimage
 
 from . import world
@@ -401,3 +403,47 @@ def adherence(generate: Callable, prompts: Sequence[Scene | str], seed: int = 0,
     return {"n": len(rows), "colour": mean("colour_ok"), "shape": mean("shape_ok"),
             "position": mean("position_ok"), "background": mean("background_ok"),
             "crispness": mean("crispness"), "rows": rows}
+
+
+def _both(rows: list[dict]) -> float | None:
+    """Share of rows with colour and shape both right, over the rows that ask for either."""
+    vals = [all(r[k] for k in ("colour_ok", "shape_ok") if r[k] is not None) for r in rows
+            if r["colour_ok"] is not None or r["shape_ok"] is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def steps_vs_quality(pipe: Any, names: Sequence[str], steps: Sequence[int], prompts: Sequence[Any],
+                     guidance_scale: float = 7.5, seed: int = 0, batch_size: int = 8) -> list[dict]:
+    """Prompt adherence (``adherence``) for each scheduler x step count.
+
+    Every setting sees the same prompts and seeds (prompt i: seed ``seed + i``), so rows are
+    compared picture for picture. Pictures are made with ``sdlearn.sampling.sample`` at the
+    model's native size, ``batch_size`` prompts per call. The pipeline's scheduler is restored.
+    Returns rows ``{scheduler, steps, unet_calls, colour, shape, both, seconds_per_image}``;
+    ``both``: colour and shape right together, over the prompts that ask for either.
+
+    Introduced in notebooks/05_schedulers.ipynb.
+    """
+    from ..device import make_generator
+    from ..sampling import sample
+    from ..schedulers import make_scheduler
+
+    original, rows = pipe.scheduler, []
+    try:
+        for name in names:
+            pipe.scheduler = make_scheduler(original, name)
+            for n in steps:
+                def generate(texts: list[str], seeds: list[int]) -> list:
+                    return sample(pipe, texts, num_inference_steps=n, guidance_scale=guidance_scale,
+                                  generator=[make_generator(s) for s in seeds])
+
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    res = adherence(generate, prompts, seed=seed, batch_size=batch_size)
+                rows.append({"scheduler": name, "steps": n,
+                             "unet_calls": len(pipe.scheduler.timesteps),
+                             "colour": res["colour"], "shape": res["shape"], "both": _both(res["rows"]),
+                             "seconds_per_image": (time.perf_counter() - t0) / max(res["n"], 1)})
+    finally:
+        pipe.scheduler = original
+    return rows

@@ -36,7 +36,7 @@ from ..depth2img import depth_condition
 from ..inpainting import inpaint_condition
 from ..training import copy_ema, diffusion_loss, fit, noise_scheduler, plot_losses, save
 from . import world
-from .recipe import DEFAULT_WORK, TRAIN_SEED, caption_batch, load_latents, load_unet_and_text, load_vae
+from .recipe import DEFAULT_WORK, TRAIN_SEED, caption_batch, load_latents, load_unet_and_text, load_vae, native_size
 
 EXTRA_CHANNELS = {"depth": 1, "inpaint": 5}
 VAE_FACTOR = 8  # sd-mini's VAE: four blocks, three downsamplings
@@ -77,9 +77,10 @@ def prepare(work: Path = DEFAULT_WORK, variant: str = "depth", batch: int = 250,
     data = torch.load(work / "latents.pt", weights_only=False)
     n, hw = data["latents"].shape[0], tuple(data["latents"].shape[-2:])
     vae = load_vae(work, prefer_finetuned=False) if variant == "inpaint" else None
+    size = native_size(work)  # the pictures the latents were encoded from
     out = []
     for start in tqdm(range(0, n, batch), desc=f"prepare {variant}", mininterval=5, disable=not progress):
-        samples = [world.sample(TRAIN_SEED, i) for i in range(start, min(n, start + batch))]
+        samples = [world.sample(TRAIN_SEED, i, size) for i in range(start, min(n, start + batch))]
         if variant == "depth":
             out.append(depth_condition(torch.from_numpy(np.stack([s.depth for s in samples])), hw))
         else:
