@@ -19,6 +19,7 @@ def test_probe_on_tiny(denoising, tiny_pipe, tmp_path):
     assert [r["t"] for r in res["timesteps"]] == list(denoising.TIMESTEPS)
     for r in res["timesteps"]:
         assert 0 <= r["x0"]["shape_named_right"] <= 1 and r["eps_mse"]["all"] >= 0
+        assert (r["caption_gain"] is None) == (r["t"] == 0)
 
 
 def test_zero_noise_prediction_scores_the_noise_itself(denoising, tiny_pipe):
@@ -32,3 +33,4 @@ def test_zero_noise_prediction_scores_the_noise_itself(denoising, tiny_pipe):
     noise = torch.randn((4, 4, 8, 8), generator=torch.Generator().manual_seed(0))
     for r in res["timesteps"]:
         assert r["eps_mse"]["all"] == pytest.approx(float(noise.pow(2).mean()), rel=1e-5)
+    assert res["timesteps"][1]["caption_gain"] == pytest.approx(0.0, abs=1e-6)  # it ignores the text

@@ -55,6 +55,11 @@ def test_all_stages_at_toy_scale(tmp_path, monkeypatch):
     assert abs(cfg["scaling_factor"] - 1 / data["std"]) < 1e-4
     pipe = StableDiffusionPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
+    from safetensors import safe_open
+
+    with safe_open(out / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16  # stored in half the bytes
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float32  # loaded as fp32
     img = pipe("a red circle", num_inference_steps=2, height=64, width=64).images[0]
     assert img.size == (64, 64)
     # A later session goes on from the exported weights (--init): step 0 starts from them exactly.
@@ -91,6 +96,23 @@ def test_native_size_128(tmp_path):
     assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 128  # diffusers' default height
     variants.prepare(tmp_path, "depth", batch=4, progress=False)
     assert torch.load(tmp_path / "cond_depth.pt", weights_only=False)["cond"].shape == (4, 1, 16, 16)
+
+
+def test_frozen_pretrained_text_encoder(tmp_path):
+    """SD 1.5's recipe: the UNet trains under a pretrained text encoder that stays frozen."""
+    recipe.train_vae(tmp_path, steps=1, batch=2, photo_frac=0.0, progress=False)
+    recipe.encode_world(tmp_path, n=4, batch=4, progress=False)
+    recipe.train_unet(tmp_path, steps=1, batch=2, progress=False)
+    first = recipe.export(tmp_path, out=tmp_path / "first")
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "latents.pt").write_bytes((tmp_path / "latents.pt").read_bytes())
+    recipe.train_unet(again, steps=2, batch=2, progress=False, text_init=first, train_text=False)
+    pretrained = StableDiffusionPipeline.from_pretrained(first).text_encoder.state_dict()
+    unet, te = recipe.load_unet_and_text(again)  # the EMA of the UNet; the text encoder as it was
+    assert all(torch.equal(v, pretrained[k]) for k, v in te.state_dict().items())
+    raw, _ = recipe.load_unet_and_text(again, use_ema=False)
+    assert not all(torch.equal(a, b) for a, b in zip(unet.parameters(), raw.parameters()))
 
 
 def test_mini_components_sizes():

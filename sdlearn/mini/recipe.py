@@ -248,7 +248,8 @@ def caption_batch(latents: torch.Tensor, input_ids: torch.Tensor, uncond: torch.
 def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr: float = 6e-4,
                cond_drop: float = 0.1, ema_decay: float = 0.999, ckpt_every: int = 250,
                seed: int = 0, progress: bool = True, snr_gamma: float | None = None,
-               stop_at: int | None = None, init: Path | None = None) -> Path:
+               stop_at: int | None = None, init: Path | None = None, text_init: Path | None = None,
+               train_text: bool = True) -> Path:
     """Train the text encoder and UNet jointly on cached latents, with caption dropout.
 
     ``cond_drop`` (10 %) replaces the caption by "" so the same network also learns the
@@ -258,6 +259,9 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
     Min-SNR-5, which down-weights them; see sdlearn/data/sd-mini/README.md).
     ``init``: a pipeline folder whose ``unet`` and ``text_encoder`` to start from (a committed
     stage, so a later session goes on with a fresh optimizer); ``stop_at`` cuts the schedule short.
+    ``text_init``: a pipeline folder whose ``text_encoder`` alone to start from, and
+    ``train_text=False`` freezes it — SD 1.5's own recipe, which trains its UNet under a frozen,
+    pretrained CLIP text encoder.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
@@ -271,6 +275,11 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
 
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(init, subfolder="unet").state_dict())
         te.load_state_dict(CLIPTextModel.from_pretrained(init, subfolder="text_encoder").state_dict())
+    if text_init is not None:
+        from transformers import CLIPTextModel
+
+        te.load_state_dict(CLIPTextModel.from_pretrained(text_init, subfolder="text_encoder").state_dict())
+    te.requires_grad_(train_text)
     sched, ck = noise_scheduler(), work / "unet.pt"
 
     def step_fn(step: int) -> torch.Tensor:
@@ -278,7 +287,8 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
         _, x0, ids = caption_batch(latents, input_ids, uncond, batch, cond_drop, gen)
         return diffusion_loss(unet, te, x0, ids, sched, gen, snr_gamma=snr_gamma)
 
-    log = fit(step_fn, list(unet.parameters()) + list(te.parameters()), steps, lr=lr, ema_decay=ema_decay,
+    trained = list(unet.parameters()) + (list(te.parameters()) if train_text else [])
+    log = fit(step_fn, trained, steps, lr=lr, ema_decay=ema_decay,
               modules={"unet": unet, "text_encoder": te}, ckpt=ck, ckpt_every=ckpt_every,
               progress=progress, desc="unet", stop_at=stop_at)["log"]
     plot_losses(log, "loss", work / "unet_loss.png",
@@ -296,14 +306,16 @@ def load_unet_and_text(work: Path = DEFAULT_WORK, use_ema: bool = True):
     unet, te = comps["unet"], comps["text_encoder"]
     st = torch.load(work / "unet.pt", weights_only=False)
     unet.load_state_dict(st["unet"]), te.load_state_dict(st["text_encoder"])
-    if use_ema:
-        copy_ema(list(unet.parameters()) + list(te.parameters()), st["ema"])
+    if use_ema:  # the EMA covers what trained: the UNet, and the text encoder unless it was frozen
+        params = list(unet.parameters()) + list(te.parameters())
+        copy_ema(params if len(st["ema"]) == len(params) else list(unet.parameters()), st["ema"])
     return unet, te
 
 
 # ----------------------------------------------------------------------------- export
 def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = True) -> Path:
-    """Write the diffusers folder (safetensors) that ``load_pipeline("mini")`` loads.
+    """Write the diffusers folder (safetensors; UNet and VAE in fp16) that ``load_pipeline("mini")``
+    loads.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
@@ -321,6 +333,10 @@ def export(work: Path = DEFAULT_WORK, out: Path | None = None, use_ema: bool = T
     comps["unet"], comps["text_encoder"] = load_unet_and_text(work, use_ema)
     pipe = StableDiffusionPipeline(**comps, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
+    # The UNet and the VAE are stored in fp16 (diffusers loads them back as fp32): half the bytes,
+    # so the model and its two variants fit the 40 MB budget. The text encoder stays fp32, because
+    # transformers loads a checkpoint in its stored dtype.
+    pipe.unet.half(), pipe.vae.half()
     if out.exists():
         shutil.rmtree(out)
     pipe.save_pretrained(out, safe_serialization=True)
