@@ -1,6 +1,7 @@
 """sd-mini's recipe at toy scale: every stage runs, checkpoints (the same keys as the shipped
 run's checkpoints), resumes and exports a loadable model. The loop itself: tests/test_training.py."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +154,12 @@ def test_unet_cli_passes_lr_and_snr_gamma(monkeypatch, tmp_path):
     assert seen[0]["lr"] == 3e-4 and seen[0]["snr_gamma"] == 5 and seen[0]["steps"] == 7
     assert "lr" not in seen[1] and seen[1]["snr_gamma"] is None and "steps" not in seen[1]
 
+
+
+def test_cli_passes_the_text_encoder_options(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(recipe, "train_unet", lambda work, **kw: seen.update(kw))
+    recipe.main(["unet", "--work", str(tmp_path), "--text-init", "some/model", "--freeze-text", "--steps", "3"])
+    assert seen["text_init"] == Path("some/model") and seen["train_text"] is False and seen["steps"] == 3
+    recipe.main(["unet", "--work", str(tmp_path)])
+    assert seen["text_init"] is None and seen["train_text"] is True

@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pool", type=int, default=50000, help="vae, vae-ft: world pictures rendered once and cycled")
     p.add_argument("--init", type=Path, default=None, help="vae: a diffusers VAE folder to start from; unet: a pipeline folder")
     p.add_argument("--lr", type=float, default=None, help="vae, unet: peak learning rate (default 1e-3, 6e-4)")
+    p.add_argument("--text-init", type=Path, default=None, help="unet: a pipeline folder whose text encoder to start from")
+    p.add_argument("--freeze-text", action="store_true", help="unet: keep the text encoder fixed (SD 1.5's recipe)")
     p.add_argument("--snr-gamma", type=float, default=None, help="unet: Min-SNR-γ loss weight (default: plain MSE)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--stop-at", type=int, default=None, help="vae, unet: stop after this many steps of the schedule")
@@ -391,7 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     elif a.stage == "latents":
         encode_world(a.work, size=a.size, **({"n": a.n} if a.n else {}))
     elif a.stage == "unet":
-        train_unet(a.work, stop_at=a.stop_at, init=a.init, snr_gamma=a.snr_gamma, **steps,
+        train_unet(a.work, stop_at=a.stop_at, init=a.init, snr_gamma=a.snr_gamma, text_init=a.text_init,
+                   train_text=not a.freeze_text, **steps,
                    **({"lr": a.lr} if a.lr else {}))
     else:
         print(export(a.work, out=a.out))
