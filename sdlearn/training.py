@@ -52,7 +52,7 @@ def noise_scheduler() -> DDPMScheduler:
 
 def diffusion_loss(unet: Any, text_encoder: Any, latents: torch.Tensor, input_ids: torch.Tensor,
                    sched: Any, gen: torch.Generator, snr_gamma: float | None = 5.0,
-                   extra: torch.Tensor | None = None) -> torch.Tensor:
+                   extra: torch.Tensor | None = None, noise_offset: float = 0.0) -> torch.Tensor:
     """SD's training objective: predict the noise added at a random timestep.
 
     With ``snr_gamma`` each timestep's loss is weighted by min(SNR, γ)/SNR ("Min-SNR", Hang et
@@ -60,9 +60,18 @@ def diffusion_loss(unet: Any, text_encoder: Any, latents: torch.Tensor, input_id
     several times faster. ``snr_gamma=None`` gives SD's plain MSE. ``extra`` channels (a depth
     map, a mask + masked-picture latents) are concatenated to the noisy latents, never noised.
 
+    ``noise_offset`` adds one random constant per sample and channel to the noise ("offset
+    noise", diffusers' ``train_text_to_image.py --noise_offset``; Lin et al. 2023,
+    arXiv:2305.08891, on why it is needed). SD's schedule leaves a little signal even at
+    t = 999, and the *mean* of a latent survives longest: averaged over 16x16 places, the noise's
+    own mean is as small as that signal, so a model can read the background's colour from x_t
+    instead of from the caption, and at sampling time pure noise then picks the background.
+
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     noise = torch.randn(latents.shape, generator=gen)
+    if noise_offset:
+        noise = noise + noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=gen)
     t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=gen)
     noisy = sched.add_noise(latents, noise, t)  # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps
     cond = text_encoder(input_ids)[0]  # (B, 77, hidden)

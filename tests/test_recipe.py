@@ -161,5 +161,7 @@ def test_cli_passes_the_text_encoder_options(monkeypatch, tmp_path):
     monkeypatch.setattr(recipe, "train_unet", lambda work, **kw: seen.update(kw))
     recipe.main(["unet", "--work", str(tmp_path), "--text-init", "some/model", "--freeze-text", "--steps", "3"])
     assert seen["text_init"] == Path("some/model") and seen["train_text"] is False and seen["steps"] == 3
+    recipe.main(["unet", "--work", str(tmp_path), "--noise-offset", "0.1"])
+    assert seen["noise_offset"] == 0.1
     recipe.main(["unet", "--work", str(tmp_path)])
     assert seen["text_init"] is None and seen["train_text"] is True

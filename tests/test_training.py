@@ -116,6 +116,24 @@ def test_diffusion_loss_by_hand(gamma):
     assert torch.equal(seen["cond"][..., 0], ids.float())
 
 
+def test_noise_offset_by_hand():
+    """Offset noise: one extra constant per sample and channel, drawn after the noise."""
+    sched = training.noise_scheduler()
+    unet, te, _ = _stub_models()
+    x0, ids = torch.randn(6, 4, 8, 8), torch.randint(0, 100, (6, 77))
+    loss = training.diffusion_loss(unet, te, x0, ids, sched, torch.Generator().manual_seed(3),
+                                   snr_gamma=None, noise_offset=0.1)
+    gen = torch.Generator().manual_seed(3)
+    noise = torch.randn(x0.shape, generator=gen)
+    noise = noise + 0.1 * torch.randn((6, 4, 1, 1), generator=gen)  # constant over the 8x8 places
+    t = torch.randint(0, 1000, (6,), generator=gen)
+    abar = sched.alphas_cumprod[t][:, None, None, None]
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    assert torch.allclose(loss, ((0.5 * x_t - noise) ** 2).mean(), rtol=1e-5)
+    plain = training.diffusion_loss(unet, te, x0, ids, sched, torch.Generator().manual_seed(3), snr_gamma=None)
+    assert not torch.allclose(loss, plain)  # and offset 0 (the default) draws no offset at all
+
+
 def test_min_snr_weights_only_the_easy_steps():
     abar = training.noise_scheduler().alphas_cumprod
     snr = abar / (1 - abar)

@@ -249,7 +249,7 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
                cond_drop: float = 0.1, ema_decay: float = 0.999, ckpt_every: int = 250,
                seed: int = 0, progress: bool = True, snr_gamma: float | None = None,
                stop_at: int | None = None, init: Path | None = None, text_init: Path | None = None,
-               train_text: bool = True) -> Path:
+               train_text: bool = True, noise_offset: float = 0.0) -> Path:
     """Train the text encoder and UNet jointly on cached latents, with caption dropout.
 
     ``cond_drop`` (10 %) replaces the caption by "" so the same network also learns the
@@ -261,7 +261,8 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
     stage, so a later session goes on with a fresh optimizer); ``stop_at`` cuts the schedule short.
     ``text_init``: a pipeline folder whose ``text_encoder`` alone to start from, and
     ``train_text=False`` freezes it — SD 1.5's own recipe, which trains its UNet under a frozen,
-    pretrained CLIP text encoder.
+    pretrained CLIP text encoder. ``noise_offset``: see ``training.diffusion_loss`` (at 128 px
+    without it the caption never sets the background).
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
@@ -285,7 +286,7 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
     def step_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
         _, x0, ids = caption_batch(latents, input_ids, uncond, batch, cond_drop, gen)
-        return diffusion_loss(unet, te, x0, ids, sched, gen, snr_gamma=snr_gamma)
+        return diffusion_loss(unet, te, x0, ids, sched, gen, snr_gamma=snr_gamma, noise_offset=noise_offset)
 
     trained = list(unet.parameters()) + (list(te.parameters()) if train_text else [])
     log = fit(step_fn, trained, steps, lr=lr, ema_decay=ema_decay,
@@ -372,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=None, help="vae, unet: peak learning rate (default 1e-3, 6e-4)")
     p.add_argument("--text-init", type=Path, default=None, help="unet: a pipeline folder whose text encoder to start from")
     p.add_argument("--freeze-text", action="store_true", help="unet: keep the text encoder fixed (SD 1.5's recipe)")
+    p.add_argument("--noise-offset", type=float, default=0.0, help="unet: offset noise (diffusers' --noise_offset)")
     p.add_argument("--snr-gamma", type=float, default=None, help="unet: Min-SNR-γ loss weight (default: plain MSE)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--stop-at", type=int, default=None, help="vae, unet: stop after this many steps of the schedule")
@@ -394,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
         encode_world(a.work, size=a.size, **({"n": a.n} if a.n else {}))
     elif a.stage == "unet":
         train_unet(a.work, stop_at=a.stop_at, init=a.init, snr_gamma=a.snr_gamma, text_init=a.text_init,
-                   train_text=not a.freeze_text, **steps,
+                   train_text=not a.freeze_text, noise_offset=a.noise_offset, **steps,
                    **({"lr": a.lr} if a.lr else {}))
     else:
         print(export(a.work, out=a.out))
