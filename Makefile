@@ -55,38 +55,50 @@ notebooks: setup
 
 # sd-mini v2, in stages that each fit a working session (resumable: re-run to continue).
 # Stage 1, the VAE, is committed (data/stages/sd-mini-v2/vae, weights only; its README says how
-# it was made: `make sd-mini-vae` while the package still holds v1's VAE). The rest starts from
-# it: its encoder makes the cached latents, its fine-tuned decoder ships.
-# (The shipped v1 weights were made by this target as of commit c0e20b6, on world v1.)
+# it was made: `make sd-mini-vae`). The rest starts from it: its encoder makes the cached
+# latents of 40,000 world pictures at 128 px (16x16 latents), its fine-tuned decoder ships.
+# Stage 2 at 128 px, in two legs (data/stages/sd-mini-v2/README.md has what each measured):
+# leg 1 from scratch with SD's plain noise MSE, leg 2 on from leg 1 with offset noise (without it
+# the starting noise, not the caption, picks the background at 128 px).
+# (The v1 weights were made by this Makefile's target as of commit c0e20b6, on world v1 at 64 px.)
 STAGE1 ?= data/stages/sd-mini-v2/vae
 WORK   ?= data/train-work
 sd-mini: setup
 	test -f $(WORK)/vae.pt || $(PY) -m sdlearn.mini.recipe vae-load --init $(STAGE1) --work $(WORK)
-	$(PY) -m sdlearn.mini.recipe latents --n 50000 --threads 1 --work $(WORK)
-	$(PY) -m sdlearn.mini.recipe unet --steps 5000 --stop-at 4000 --threads 1 --work $(WORK)
-	$(PY) -m sdlearn.mini.recipe export --work $(WORK)
+	test -f $(WORK)/latents.pt || $(PY) -m sdlearn.mini.recipe latents --n 40000 --size 128 --threads 2 --work $(WORK)
+	$(PY) -m sdlearn.mini.recipe unet --steps 5000 --threads 1 --work $(WORK)
+	$(PY) -m sdlearn.mini.recipe export --work $(WORK) --out $(WORK)/leg1
+	mkdir -p $(WORK)/leg2 && ln -sf ../latents.pt $(WORK)/leg2/latents.pt && ln -sf ../vae.pt $(WORK)/leg2/vae.pt
+	$(PY) -m sdlearn.mini.recipe unet --init $(WORK)/leg1 --steps 3000 --lr 3e-4 --noise-offset 0.1 --threads 1 --work $(WORK)/leg2
+	$(PY) -m sdlearn.mini.recipe export --work $(WORK)/leg2
 
-# Stage 1 itself: v1's VAE fine-tuned on world v2 pictures (+10 % photo crops) in two legs, then
-# its decoder alone on full pictures, then saved (see data/stages/sd-mini-v2/README.md).
+# Stage 1 itself: v1's VAE (sdlearn/data/sd-mini/vae as of commit c0e20b6, checked out to
+# V1_VAE) fine-tuned on world v2 pictures (+10 % photo crops) in two legs, then its decoder alone
+# on full pictures, then saved (see data/stages/sd-mini-v2/README.md).
+V1_VAE ?= $(WORK)/v1-vae
 sd-mini-vae: setup
-	$(PY) -m sdlearn.mini.recipe vae --init sdlearn/data/sd-mini/vae --steps 2000 --lr 3e-4 --threads 1 --work $(WORK)/vae-leg1
+	mkdir -p $(V1_VAE) && for f in config.json diffusion_pytorch_model.safetensors; do \
+		git show c0e20b6:sdlearn/data/sd-mini/vae/$$f > $(V1_VAE)/$$f || exit 1; done
+	$(PY) -m sdlearn.mini.recipe vae --init $(V1_VAE) --steps 2000 --lr 3e-4 --threads 1 --work $(WORK)/vae-leg1
 	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-leg1 --out $(WORK)/vae-leg1/out
 	$(PY) -m sdlearn.mini.recipe vae --init $(WORK)/vae-leg1/out --steps 4000 --stop-at 2500 --lr 1e-3 --threads 1 --work $(WORK)/vae-leg2
 	$(PY) -m sdlearn.mini.recipe vae-ft --steps 2000 --threads 1 --work $(WORK)/vae-leg2
 	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-leg2 --out $(STAGE1)
 
-# sd-mini's depth (5-channel) and inpainting (9-channel) UNets, fine-tuned from the shipped
-# weights' checkpoints in data/train-work (about 30 min each on one CPU core; resumable).
+# sd-mini's depth (5-channel) and inpainting (9-channel) UNets, fine-tuned from the trained
+# weights' checkpoint in $(WORK) (about 12 min each on one CPU core; resumable).
+VARIANT_STEPS ?= 1000
 sd-mini-variants: setup
 	for v in depth inpaint; do \
-		$(PY) -m sdlearn.mini.variants prepare $$v --threads 1 && \
-		$(PY) -m sdlearn.mini.variants train $$v --steps 3000 --threads 1 && \
-		$(PY) -m sdlearn.mini.variants export $$v || exit 1; \
+		$(PY) -m sdlearn.mini.variants prepare $$v --threads 1 --work $(WORK) && \
+		$(PY) -m sdlearn.mini.variants train $$v --steps $(VARIANT_STEPS) --threads 1 --work $(WORK) && \
+		$(PY) -m sdlearn.mini.variants export $$v --work $(WORK) || exit 1; \
 	done
 
 bench: setup
-	$(PY) benchmarks/adherence.py --model mini --n 200 --guidance 1 2 4 7.5 10 15 --steps 25 \
-		--step-sweep 5 10 25 50 --out benchmarks/results/adherence.json
+	OMP_NUM_THREADS=1 $(PY) benchmarks/behaviour.py --model mini --threads 1 --out benchmarks/results/behaviour.json
+	OMP_NUM_THREADS=1 $(PY) benchmarks/edits.py --n 100 --threads 1
+	OMP_NUM_THREADS=1 $(PY) benchmarks/sd_mini.py --out benchmarks/results/sd_mini.json
 	OMP_NUM_THREADS=1 $(PY) benchmarks/explorer_latency.py --model mini --threads 1
 
 clean:

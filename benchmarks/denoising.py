@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from common import ROOT, save_json
+from common import ROOT, load_model, save_json
 
 TIMESTEPS = (0, 100, 200, 400, 600, 800)
 
@@ -85,14 +85,7 @@ def main(argv: list[str] | None = None, pipe: Any = None) -> dict:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "denoising.json")
     args = ap.parse_args(argv)
-    if pipe is None:
-        import torch
-
-        from sdlearn.models import load_pipeline
-
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        pipe = load_pipeline(args.model)
+    pipe = pipe if pipe is not None else load_model(args.model, args.threads)
     t0 = time.perf_counter()
     result = {"benchmark": "denoising", "model": args.model,
               "size": pipe.unet.config.sample_size * pipe.vae_scale_factor, **probe(pipe, args.n)}

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, save_json  # benchmarks/common.py (the script's own folder is on sys.path)
+from common import ROOT, load_model, save_json  # benchmarks/common.py (the script's own folder is on sys.path)
 
 PROMPT, ASKED = "a red circle on a blue background", "blue"
 
@@ -63,14 +63,7 @@ def main(argv: list[str] | None = None, pipe: Any = None) -> dict:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "noise_mean.json")
     args = ap.parse_args(argv)
-    if pipe is None:
-        import torch
-
-        from sdlearn.models import load_pipeline
-
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        pipe = load_pipeline(args.model)
+    pipe = pipe if pipe is not None else load_model(args.model, args.threads)
     pipe.set_progress_bar_config(disable=True)
     t0 = time.perf_counter()
     result = {"benchmark": "noise_mean", "model": args.model, **probe(pipe, args.seeds, args.shift)}
