@@ -41,8 +41,10 @@ def mini_components(seed: int = 0, size: int = 64) -> dict:
     width 48 over the full 49,408-token vocabulary; a cross-attention UNet with the levels
     ``UNET_LEVELS[size]`` (at 64 px (64, 128): 4.2 M parameters, as fast per picture as v1's
     (64, 96) measured side by side: 0.80 vs 0.78 s at 25 steps with guidance, one thread, the
-    other core busy). Sizes were chosen by measurement (seconds per step) under a 40 MB budget
-    for the shipped weights (v2: 31 MB). The VAE is the same at every size (it is convolutional).
+    other core busy; at 128 px (32, 64, 128) without attention at 16x16: 4.1 M parameters).
+    Sizes were chosen by measurement (seconds per step) under a 40 MB budget for the shipped
+    weights (the 64 px stage: 31 MB in fp32; the 128 px stage: 22 MB, UNet and VAE in fp16).
+    The VAE is the same at every size (it is convolutional).
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
