@@ -11,13 +11,20 @@ STAGE_128 = Path(__file__).resolve().parents[1] / "data" / "stages" / "sd-mini-v
 
 
 @pytest.fixture(scope="module")
+def stage_128():
+    pipe = StableDiffusionPipeline.from_pretrained(STAGE_128)  # loaded once for the module
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
 def noise_mean(load_benchmark):
     yield load_benchmark("noise_mean")
     sys.modules.pop("noise_mean_benchmark", None)
 
 
-def test_stage_128_layout():
-    pipe = StableDiffusionPipeline.from_pretrained(STAGE_128)
+def test_stage_128_layout(stage_128):
+    pipe = stage_128
     assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 128
     assert pipe.unet.config.down_block_types[0] == "DownBlock2D"  # the 16x16 level: no attention
     assert pipe.unet.dtype == pipe.vae.dtype == torch.float32  # stored in fp16, loaded as fp32
@@ -25,10 +32,8 @@ def test_stage_128_layout():
     assert size <= 24e6, size
 
 
-def test_stage_128_caption_picks_the_background(noise_mean):
+def test_stage_128_caption_picks_the_background(stage_128, noise_mean):
     """Offset noise (leg 2) closed the leak: shifting the starting noise's mean no longer changes
     the background the caption asks for (run 1, without it, followed the noise: 2 of 8)."""
-    pipe = StableDiffusionPipeline.from_pretrained(STAGE_128)
-    pipe.set_progress_bar_config(disable=True)
-    res = noise_mean.probe(pipe, seeds=1)
+    res = noise_mean.probe(stage_128, seeds=1)
     assert res["background_as_asked"] >= 7 / 8, res["readings"]
