@@ -14,7 +14,7 @@ to each timestep t with one fixed noise draw, and captioned with their own capti
 It needs no sampling loop, so it costs seconds, and it shows where along t a model loses the
 shape: a model whose x̂₀ at t = 200 is already a blob cannot sample crisp shapes.
 
-    python benchmarks/denoising.py --model data/stages/sd-mini-v2/model --out /tmp/probe.json
+    python benchmarks/denoising.py --model mini --out /tmp/probe.json   # or any diffusers folder
 """
 from __future__ import annotations
 

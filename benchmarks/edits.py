@@ -32,14 +32,15 @@ import torch
 from common import ROOT, save_json  # benchmarks/common.py (the script's own folder is on sys.path)
 
 
-def scenes(n: int, seed: int = 999) -> list:
-    """``n`` one-object held-out samples and two prompts with another object colour: with another
-    background too (for depth2img) and with the scene's own background (for inpainting)."""
-    from sdlearn.mini import world_v1 as world
+def scenes(n: int, seed: int = 999, size: int = 128) -> list:
+    """``n`` one-object held-out samples at ``size`` px and two prompts with another object
+    colour: with another background too (for depth2img) and with the scene's own background (for
+    inpainting)."""
+    from sdlearn.mini import world
 
     out, i = [], 0
     while len(out) < n:
-        s = world.sample(seed, i)
+        s = world.sample(seed, i, size)
         i += 1
         if len(s.scene.objects) != 1:
             continue
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     from sdlearn.latents import encode
     from sdlearn.models import load_pipeline
     from sdlearn.sampling import decode
-    from sdlearn.mini.scoring_v1 import score
+    from sdlearn.mini.scoring import score
 
     pipes = {k: load_pipeline(m, task=t) for k, (m, t) in {
         "img2img": ("mini", "img2img"), "depth": ("mini-depth", None),
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {k: [] for k in pipes}
     vae_ceiling = []
     t0 = time.time()
-    for k, (s, depth_prompt, paint_prompt) in enumerate(scenes(args.n)):
+    native = pipes["img2img"].unet.config.sample_size * pipes["img2img"].vae_scale_factor
+    for k, (s, depth_prompt, paint_prompt) in enumerate(scenes(args.n, size=native)):
         image, depth = Image.fromarray(s.image), torch.from_numpy(s.depth)[None]
         drawn = Image.fromarray(s.mask)
         mask = block_mask(drawn, 8)

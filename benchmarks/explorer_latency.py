@@ -32,7 +32,7 @@ from common import ROOT, save_json  # benchmarks/common.py (the script's own fol
 # control -> two values to alternate between (the dashboard starts at the first of neither)
 CHANGES = {
     "token": ("circle", "red"), "step": (5, 10), "guidance": (10.0, 5.0), "seed": (1, 2), "steps": (25, 15),
-    "negative_prompt": ("red", "blue"), "scheduler": ("euler", "dpm++"), "size": (96, 48),
+    "negative_prompt": ("red", "blue"), "scheduler": ("euler", "dpm++"), "size": None,
     "strength": (0.8, 0.5), "prompt": ("a blue square", "a green star"),
 }
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from sdlearn.explorer import Settings
+    from sdlearn.explorer import Settings, size_options
     from sdlearn.models import load_pipeline
     from sdlearn.widgets import explorer
 
@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> dict:
     w = explorer(pipe, Settings(prompt="a red circle on a blue background", num_inference_steps=20))
     first = time.perf_counter() - t0
     rows = {}
-    for name, values in CHANGES.items():
+    opts = size_options(pipe)  # two sizes other than the native one (sd-mini: 160 and 96 px)
+    changes = {**CHANGES, "size": (opts[2], opts[0])}
+    for name, values in changes.items():
         if name == "strength":
             w.mode.value = "img2img"
         control = getattr(w, name)

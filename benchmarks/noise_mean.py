@@ -14,7 +14,7 @@ result is the share of the 8 x seeds pictures whose background (read by scorer v
 asked, and how many distinct backgrounds the shifts produced: a model that follows the caption
 gives 100 % and 1; a model that follows the noise gives many.
 
-    python benchmarks/noise_mean.py --model data/stages/sd-mini-v2/model --out /tmp/noise_mean.json
+    python benchmarks/noise_mean.py --model mini --out /tmp/noise_mean.json   # or any diffusers folder
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdlearn.mini import world_v1 as world
+from sdlearn.mini import world
 from sdlearn.device import make_generator
 from sdlearn.images import demo_image
 from sdlearn.models import load_pipeline
@@ -34,7 +34,8 @@ def _to_tensor(imgs: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def vae_psnr(pipe, n: int = 256) -> dict:
     vae = pipe.vae
-    imgs, _ = world.batch(HELDOUT_SEED, 0, n)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # held-out pictures at the native size
+    imgs = world.pictures(HELDOUT_SEED, n, size=size)
     x = _to_tensor(imgs)
     rec = torch.cat([vae.decode(vae.encode(x[i:i + 64]).latent_dist.mean).sample for i in range(0, n, 64)])
     cat = _to_tensor(np.asarray(demo_image("cat"))[None])

@@ -6,8 +6,9 @@ The course runs offline, so instead of downloading the CompVis sample pictures (
 * ``cat.png`` / ``astronaut.png``: scikit-image's bundled samples ``chelsea`` (CC0) and
   ``astronaut`` (NASA, public domain), centre-cropped and resized to 512x512.
 * ``cat_mask.png``: our own inpainting mask (white = repaint) over the cat's eyes and nose.
-* ``world_scene.png`` / ``world_mask.png`` / ``world_depth.png``: one 64x64 sample of
-  ``sdlearn.mini.world`` (the sd-mini training world), for cheap inpainting and depth demos.
+* ``world_scene.png`` / ``world_mask.png`` / ``world_depth.png``: one 128x128 scene of
+  ``sdlearn.mini.world`` (the sd-mini training world) at sd-mini's native size, drawn by the
+  world's own renderer, for cheap img2img, inpainting and depth demos.
 
 Usage: ``python scripts/make_demo_images.py`` from the repository root.
 """
@@ -22,16 +23,18 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # so the script works before sdlearn is pip-installed
-from sdlearn.mini import world_v1 as world  # noqa: E402
+from sdlearn.mini import world  # noqa: E402
 
 OUT = ROOT / "sdlearn" / "data" / "images"
 SIZE = 512
 # Centre crop of chelsea is a close-up of the face: this ellipse covers both eyes and the nose
 # while leaving a ring of fur as context for the inpainting model. Placed by looking at it.
 CAT_MASK_BOX = (70, 110, 480, 470)
-# seed 999 is the world's held-out seed; index 4 is "a blue circle on the right, yellow
-# background": one object, with colour, position and background all named in the caption.
-WORLD_SEED, WORLD_INDEX = 999, 4
+# One flat object whose caption names its colour, shape, position and background, written the
+# way world.caption_for writes them (the same scene the course used at 64 px with world v1).
+WORLD_SCENE = world.Scene([world.WorldObject("circle", "blue", x=0.72, y=0.5, r=0.2)], "yellow",
+                          caption="a blue circle on the right on a yellow background")
+WORLD_SIZE = 128  # sd-mini's native size
 
 
 def centre_square(arr: np.ndarray, size: int = SIZE) -> Image.Image:
@@ -58,12 +61,12 @@ def main() -> None:
     ImageDraw.Draw(mask).ellipse(CAT_MASK_BOX, fill=255)
     save(mask, "cat_mask.png")
 
-    s = world.sample(WORLD_SEED, WORLD_INDEX)
-    assert len(s.scene.objects) == 1, f"expected a one-object scene, got {s.caption!r}"
+    s = world.render(WORLD_SCENE, size=WORLD_SIZE)
+    assert s.scene.objects[0].position == "right" and s.scene.objects[0].size is None  # as captioned
     print(f"world caption: {s.caption!r}")
     save(Image.fromarray(s.image).convert("RGB"), "world_scene.png")
     save(Image.fromarray(s.mask).convert("L"), "world_mask.png")
-    # depth is float32 in [0, 1]; 8 bits is plenty for a 64x64 toy depth map
+    # depth is float32 in [0, 1]; 8 bits is plenty for a toy depth map
     save(Image.fromarray(np.round(s.depth * 255).astype(np.uint8)), "world_depth.png")
 
 

@@ -80,7 +80,7 @@ class Result:
 def size_options(pipe: Pipeline) -> list[int]:
     """Square sizes to offer: 3/4, 1, 5/4, 3/2 and 2 times the native size, multiples of 8.
 
-    sd-mini's native size is 64 (so 48 ... 128), SD 1.5's 512 (384 ... 1024). Sizes other than
+    sd-mini's native size is 128 (so 96 ... 256), SD 1.5's 512 (384 ... 1024). Sizes other than
     the native one work — the UNet is convolutional — but the model never saw them in training.
 
     Introduced in notebooks/10_explorer.ipynb.

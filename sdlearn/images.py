@@ -167,8 +167,8 @@ def _open_packaged(filename: str) -> Image.Image:
 
 def demo_image(name: str = "cat") -> Image.Image:
     """A bundled demo picture as RGB: ``"cat"`` and ``"astronaut"`` (512x512, photos) or
-    ``"world"`` (64x64, a sample of ``sdlearn.mini.world``: "a blue circle on the right, yellow
-    background"). Sources and licences: ``sdlearn/data/images/LICENSE.md``.
+    ``"world"`` (128x128, sd-mini's native size: a scene of ``sdlearn.mini.world``, "a blue circle
+    on the right on a yellow background"). Sources and licences: ``sdlearn/data/images/LICENSE.md``.
 
     Introduced in notebooks/01_vae_latents.ipynb.
     """
@@ -187,7 +187,7 @@ def demo_mask(name: str = "cat") -> Image.Image:
 
 def demo_depth(name: str = "world") -> np.ndarray:
     """The depth map of a demo image as a float32 ``(H, W)`` array in [0, 1], 1 = near.
-    Only ``"world"`` has one (the 64x64 world scene, stored with 8-bit precision).
+    Only ``"world"`` has one (the 128x128 world scene, stored with 8-bit precision).
 
     Introduced in notebooks/08_depth2img.ipynb.
     """

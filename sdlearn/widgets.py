@@ -39,7 +39,7 @@ __all__ = ["guidance_explorer", "step_scrubber", "strength_explorer", "explorer"
 def _png_bytes(image: Any, size: int = 256) -> bytes:
     """A picture (anything ``to_pil`` takes) as PNG bytes, scaled so its longer side is ``size``.
 
-    Nearest-neighbour scaling: a 64 px sd-mini picture stays crisp instead of blurry.
+    Nearest-neighbour scaling: a 128 px sd-mini picture stays crisp instead of blurry.
     """
     pil = to_pil(image)
     scale = size / max(pil.size)

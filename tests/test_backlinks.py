@@ -3,8 +3,7 @@ notebook that introduces it, and that notebook exists and really uses it.
 
 A docstring's last line ``Introduced in notebooks/NN_name.ipynb.`` is the reader's way from the
 code to the lesson; these tests keep it from drifting when code moves or a notebook changes.
-Only command-line entry points (``main`` and the ``__main__`` module) and the frozen v1 world and
-checker (``FROZEN``) are exempt.
+Only command-line entry points (``main`` and the ``__main__`` module) are exempt.
 """
 from __future__ import annotations
 
@@ -26,14 +25,9 @@ BACKLINK = re.compile(r"Introduced in notebooks/(\d\d_[A-Za-z0-9_]+\.ipynb)\.")
 EXEMPT_NAMES = {"main"}  # CLI entry points
 
 
-# The frozen v1 world and checker judge the shipped sd-mini v1 until v2 replaces it; they are kept
-# as they were, back-links included, and go with it.
-FROZEN = {"sdlearn.mini.world_v1", "sdlearn.mini.scoring_v1"}
-
-
 def _modules() -> list[str]:
     names = ["sdlearn"] + [m.name for m in pkgutil.walk_packages(sdlearn.__path__, "sdlearn.")]
-    return sorted(n for n in names if n.rsplit(".", 1)[-1] != "__main__" and n not in FROZEN)
+    return sorted(n for n in names if n.rsplit(".", 1)[-1] != "__main__")
 
 
 def _public(module_name: str) -> list[tuple[str, object]]:

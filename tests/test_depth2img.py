@@ -35,14 +35,14 @@ def test_as_depth_accepts_common_forms():
     d = demo_depth("world")
     for form in (d, d[None], d[..., None], torch.from_numpy(d), Image.fromarray((d * 255).astype(np.uint8)),
                  Image.fromarray(d, mode="F")):
-        out = as_depth(form, (64, 64))
-        assert out.shape == (1, 64, 64) and out.dtype == torch.float32
+        out = as_depth(form, (d.shape[1], d.shape[0]))
+        assert out.shape == (1, *d.shape) and out.dtype == torch.float32
     assert as_depth(np.random.rand(384, 384), (64, 64)).shape == (1, 384, 384)  # DPT's size: fine
 
 
 @pytest.mark.parametrize("bad, match", [
     (Image.new("RGB", (64, 64)), "single-channel"), (np.zeros((64, 64, 3), np.float32), "single-channel"),
-    (np.random.rand(32, 64).astype(np.float32), "64x32 but the picture is 64x64: not the same aspect"),
+    (np.random.rand(32, 64).astype(np.float32), "64x32 but the picture is 128x128: not the same aspect"),
     (np.ones((64, 64), np.float32), "flat"), (np.full((64, 64), np.nan, np.float32), "NaN"),
     ("depth.png", "PIL image, an array or a tensor"),
 ])
@@ -67,7 +67,7 @@ needs_mini_depth = pytest.mark.skipif(mini_path("depth") is None, reason="sd-min
 
 @needs_mini_depth
 def test_mini_depth_keeps_structure_and_follows_the_prompt(quiet_pipeline):
-    from sdlearn.mini.scoring_v1 import analyse
+    from sdlearn.mini.scoring import analyse
 
     pipe = quiet_pipeline("mini-depth")
     assert pipe.unet.config.in_channels == 5 and pipe.unet.dtype == torch.float32

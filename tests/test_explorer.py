@@ -54,7 +54,9 @@ def test_run_img2img_matches_img2img(tiny_pipe):
     assert len(r.steps) == 2  # int(4 * 0.5) steps run
     tiny_pipe.scheduler, own = make_scheduler(tiny_pipe, "ddim"), tiny_pipe.scheduler
     try:
-        ref = img2img(tiny_pipe, "a red circle", ex.init_image, strength=0.5, num_inference_steps=4,
+        # The demo picture is 128 px (sd-mini's size); the explorer runs it at tiny's native 64.
+        init = ex.init_image.resize(r.image.size, Image.Resampling.BICUBIC)
+        ref = img2img(tiny_pipe, "a red circle", init, strength=0.5, num_inference_steps=4,
                       generator=make_generator(0))[0]
     finally:
         tiny_pipe.scheduler = own

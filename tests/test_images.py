@@ -167,9 +167,9 @@ def test_demo_masks(name: str) -> None:
 
 def test_demo_world() -> None:
     img = demo_image("world")
-    assert img.mode == "RGB" and img.size == (64, 64)
+    assert img.mode == "RGB" and img.size == (128, 128)  # sd-mini v2's native size
     depth = demo_depth("world")
-    assert depth.dtype == np.float32 and depth.shape == (64, 64)
+    assert depth.dtype == np.float32 and depth.shape == (128, 128)
     assert depth.min() >= 0.0 and depth.max() <= 1.0 and depth.max() > depth.min()
     # the object (mask) is nearer than the background on average
     obj = np.asarray(demo_mask("world")) == 255

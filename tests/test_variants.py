@@ -1,5 +1,7 @@
 """Fine-tuning sd-mini's UNet for depth (5 channels) and inpainting (9): conditions match the
 pipelines' own preprocessing, the widened UNet starts equal to the original, and every stage runs."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,35 @@ def test_stages_at_toy_scale(tmp_path, variant):
     assert unet.config.in_channels == 4 + variants.EXTRA_CHANNELS[variant] and unet.dtype == torch.float32
     ema = torch.load(tmp_path / f"unet_{variant}.pt", weights_only=False)["ema"]
     assert all(torch.equal(p, e.half().float()) for p, e in zip(unet.parameters(), ema))  # the EMA, in fp16
+
+
+
+def test_fine_tune_from_a_pipeline_folder(tmp_path, monkeypatch):
+    """``--init``: the variant starts from a shipped folder's weights (not ``work/unet.pt``) and
+    sees the latents at that folder's VAE scale."""
+    recipe.train_vae(tmp_path, steps=1, batch=2, photo_frac=0.0)
+    recipe.encode_world(tmp_path, n=6, batch=3, progress=False)
+    recipe.train_unet(tmp_path, steps=1, batch=2, progress=False)
+    folder = recipe.export(tmp_path, out=tmp_path / "shipped")
+    data_std = float(torch.load(tmp_path / "latents.pt", weights_only=False)["std"])
+    assert variants._latent_std(tmp_path, None) == pytest.approx(data_std)
+    cfg_path = folder / "vae" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "scaling_factor": 0.5}))  # a different scale: 1 / 0.5 = 2
+    assert variants._latent_std(tmp_path, folder) == 2.0
+    seen = []
+    real = variants.load_latents
+    monkeypatch.setattr(variants, "load_latents", lambda work, std=None: seen.append(std) or real(work, std))
+    (tmp_path / "unet.pt").rename(tmp_path / "unet.pt.away")  # proves it is not read
+    variants.prepare(tmp_path, "depth", batch=4, progress=False, init=folder)
+    variants.train(tmp_path, "depth", steps=1, batch=2, progress=False, init=folder)
+    assert seen == [2.0]
+    base = UNet2DConditionModel.from_pretrained(folder / "unet").state_dict()
+    st = torch.load(tmp_path / "unet_depth.pt", weights_only=False)["unet"]
+    key = "mid_block.resnets.0.conv1.weight"  # one step at warm-up lr: still the folder's weights
+    assert (st[key] - base[key].float()).abs().max() < 1e-3
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "README.md").write_text("card")  # a hand-written model card survives
+    out = variants.export(tmp_path, "depth", out=tmp_path / "out", init=folder)
+    assert UNet2DConditionModel.from_pretrained(out / "unet").config.in_channels == 5
+    assert (out / "README.md").read_text() == "card"

@@ -12,8 +12,8 @@ this subpackage holds the workshop behind the bundled weights:
 ``recipe``     the training recipe of sd-mini (VAE, latents cache, text encoder + UNet,
                export), written on the course's training core ``sdlearn.training``
 ``variants``   the depth (5-channel) and inpainting (9-channel) UNet fine-tunes
-``world_v1``,  the world and checker of the *shipped* v1 weights, frozen as they were;
-``scoring_v1`` the course judges v1 with them until sd-mini v2 replaces it, then they go
+``degrade``    deliberately damaged renders (blur, warp, blob, two colours) and the VAE
+               round trip: what the checker must reject, and the ceiling a model can reach
 =============  =====================================================================
 
 No module at the top of the package imports from here: the factory imports the course, never

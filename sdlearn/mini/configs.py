@@ -14,12 +14,13 @@ from ..architectures import SD15_SCHEDULER, load_tokenizer, text_config, unet_fr
 
 
 def mini_scheduler() -> DDIMScheduler:
-    """sd-mini's scheduler: DDIM over SD 1.5's exact noise schedule (as SD's inpainting release).
+    """sd-mini's scheduler: DDIM over SD 1.5's exact noise schedule.
 
-    Why not SD 1.5's PNDM? Measured (benchmarks/results/adherence.json): PNDM's 4-step
-    linear-multistep extrapolation overshoots on sd-mini at guidance >= 4, because a caption
-    explains almost all of a world picture, so the guided noise prediction changes fast between
-    steps; DDIM, Euler and DPM-Solver++ don't. Notebook 05 shows it.
+    Why not SD 1.5's PNDM? v1 collapsed with it at guidance >= 4 (a caption fixed nearly every
+    pixel, so the guided prediction changed fast between steps and PNDM's 4-step extrapolation
+    overshot). v2 no longer collapses: within a point of DDIM-50 in the behaviour benchmark
+    (benchmarks/results/behaviour_v2_128px.json, row 8), a little behind DDIM on colour at
+    guidance 7.5 in notebook 05's section 7. DDIM stays, deterministic and one UNet call a step.
 
     Introduced in notebooks/05_schedulers.ipynb.
     """

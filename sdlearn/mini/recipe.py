@@ -213,14 +213,16 @@ def encode_world(work: Path = DEFAULT_WORK, n: int = 50000, batch: int = 250, pr
 
 
 # ----------------------------------------------------------------------------- UNet + text
-def load_latents(work: Path = DEFAULT_WORK) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_latents(work: Path = DEFAULT_WORK, std: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The cached training set: latents scaled to unit variance (as the pipeline expects), the
-    caption ids and the ids of the empty caption "".
+    caption ids and the ids of the empty caption "". ``std``: divide by this instead of the
+    cache's own std — a shipped model's ``1 / scaling_factor``, so a fine-tune on a subset sees
+    its latents exactly as that model's pipeline scales them.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     data = torch.load(work / "latents.pt", weights_only=False)
-    return data["latents"] / data["std"], data["input_ids"].long(), data["uncond_ids"].long()
+    return data["latents"] / (std or data["std"]), data["input_ids"].long(), data["uncond_ids"].long()
 
 
 def native_size(work: Path = DEFAULT_WORK) -> int:
@@ -271,11 +273,8 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
     comps = mini_components(seed, size=latents.shape[-1] * 8)
     unet, te = comps["unet"], comps["text_encoder"]
     if init is not None:
-        from diffusers import UNet2DConditionModel
-        from transformers import CLIPTextModel
-
-        unet.load_state_dict(UNet2DConditionModel.from_pretrained(init, subfolder="unet").state_dict())
-        te.load_state_dict(CLIPTextModel.from_pretrained(init, subfolder="text_encoder").state_dict())
+        u, t = load_unet_and_text(init=init)  # into this size's config: sample_size follows the latents
+        unet.load_state_dict(u.state_dict()), te.load_state_dict(t.state_dict())
     if text_init is not None:
         from transformers import CLIPTextModel
 
@@ -297,12 +296,19 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
     return ck
 
 
-def load_unet_and_text(work: Path = DEFAULT_WORK, use_ema: bool = True):
+def load_unet_and_text(work: Path = DEFAULT_WORK, use_ema: bool = True, init: Path | None = None):
     """The trained UNet and text encoder from ``unet.pt``; with their EMA weights (the shipped
-    ones) unless ``use_ema=False``.
+    ones) unless ``use_ema=False``. ``init``: read them from a pipeline folder instead (a
+    committed stage or the shipped ``sdlearn/data/sd-mini``), whose weights are already the EMA.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
+    if init is not None:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        unet = UNet2DConditionModel.from_pretrained(init, subfolder="unet").float()
+        return unet, CLIPTextModel.from_pretrained(init, subfolder="text_encoder").float()
     comps = mini_components(size=native_size(work))
     unet, te = comps["unet"], comps["text_encoder"]
     st = torch.load(work / "unet.pt", weights_only=False)

@@ -12,9 +12,11 @@ inpaint    5: the mask at latent size (1 = repaint) + latents of the         Inp
            masked picture (masked pixels set to 0 = grey)
 =========  ===============================================================  ==================
 
-    python -m sdlearn.mini.variants prepare depth     # conditions for the cached training latents
-    python -m sdlearn.mini.variants train depth --steps 3000
-    python -m sdlearn.mini.variants export depth      # -> sdlearn/data/sd-mini-depth/unet
+    python -m sdlearn.mini.variants prepare depth --init sdlearn/data/sd-mini   # conditions for the cached latents
+    python -m sdlearn.mini.variants train depth --steps 1000 --init sdlearn/data/sd-mini
+    python -m sdlearn.mini.variants export depth --init sdlearn/data/sd-mini    # -> sdlearn/data/sd-mini-depth/unet
+
+(``make sd-mini-variants`` runs all three for both variants; inpainting takes 3,000 steps.)
 
 The text encoder, VAE, tokenizer and scheduler stay sd-mini's own, so a variant ships as a UNet only.
 
@@ -68,8 +70,18 @@ def training_mask(sample: world.Sample, index: int, rng: np.random.Generator) ->
 
 
 @torch.no_grad()
-def prepare(work: Path = DEFAULT_WORK, variant: str = "depth", batch: int = 250, progress: bool = True) -> Path:
+def _latent_std(work: Path, init: Path | None) -> float:
+    """The std the latents are divided by: ``init``'s VAE ``1 / scaling_factor`` (the scale its
+    pipeline uses) when fine-tuning from a pipeline folder, else the cache's own."""
+    if init is not None:
+        return 1.0 / json.loads((Path(init) / "vae" / "config.json").read_text())["scaling_factor"]
+    return float(torch.load(work / "latents.pt", weights_only=False, mmap=True)["std"])
+
+
+def prepare(work: Path = DEFAULT_WORK, variant: str = "depth", batch: int = 250, progress: bool = True,
+            init: Path | None = None) -> Path:
     """Compute the extra channels for every cached training latent (``latents.pt``, same order).
+    ``init``: the pipeline folder the variant will be fine-tuned from (sets the latent scale).
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
@@ -87,7 +99,7 @@ def prepare(work: Path = DEFAULT_WORK, variant: str = "depth", batch: int = 250,
             rng = np.random.default_rng([TRAIN_SEED, start, 9])
             img = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 127.5 - 1
             m = np.stack([training_mask(s, start + k, rng) for k, s in enumerate(samples)])
-            sf = 1.0 / data["std"]
+            sf = 1.0 / _latent_std(work, init)
             out.append(inpaint_condition(img, torch.from_numpy(m)[:, None],
                                          lambda x: vae.encode(x).latent_dist.mean * sf, VAE_FACTOR))
     path = work / f"cond_{variant}.pt"
@@ -113,15 +125,20 @@ def widen_conv_in(unet: UNet2DConditionModel, extra: int) -> UNet2DConditionMode
 
 def train(work: Path = DEFAULT_WORK, variant: str = "depth", steps: int = 3000, batch: int = 64,
           lr: float = 3e-4, cond_drop: float = 0.1, ema_decay: float = 0.998, ckpt_every: int = 250,
-          seed: int = 0, progress: bool = True) -> Path:
-    """Fine-tune the widened UNet (text encoder frozen) with the same loss as ``recipe.train_unet``.
+          seed: int = 0, progress: bool = True, init: Path | None = None,
+          snr_gamma: float | None = 5.0) -> Path:
+    """Fine-tune the widened UNet (text encoder frozen) on noise prediction with Min-SNR-5
+    weighting (``snr_gamma``; v1's loss, which these fine-tunes kept: the base model's own
+    ``recipe.train_unet`` uses plain MSE).
+    ``init``: start from a pipeline folder (e.g. the shipped ``sdlearn/data/sd-mini``) instead of
+    ``work/unet.pt``, so the variants are fine-tuned from exactly the weights that ship.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     _check_variant(variant)
-    latents, input_ids, uncond = load_latents(work)
+    latents, input_ids, uncond = load_latents(work, _latent_std(work, init))
     cond = torch.load(work / f"cond_{variant}.pt", weights_only=False)["cond"]
-    base, te = load_unet_and_text(work)  # the shipped (EMA) weights are the starting point
+    base, te = load_unet_and_text(work, init=init)  # the shipped (EMA) weights are the starting point
     te.requires_grad_(False).eval()
     unet = widen_conv_in(base, EXTRA_CHANNELS[variant])
     sched, ck = noise_scheduler(), work / f"unet_{variant}.pt"
@@ -129,7 +146,7 @@ def train(work: Path = DEFAULT_WORK, variant: str = "depth", steps: int = 3000, 
     def step_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step + 77)
         idx, x0, ids = caption_batch(latents, input_ids, uncond, batch, cond_drop, gen)  # CFG still needs ""
-        return diffusion_loss(unet, te, x0, ids, sched, gen, extra=cond[idx].float())
+        return diffusion_loss(unet, te, x0, ids, sched, gen, snr_gamma=snr_gamma, extra=cond[idx].float())
 
     # A shorter warm-up than from scratch: all but conv_in's new (zero) columns start trained.
     log = fit(step_fn, list(unet.parameters()), steps, lr=lr, warmup=100, ema_decay=ema_decay,
@@ -139,7 +156,8 @@ def train(work: Path = DEFAULT_WORK, variant: str = "depth", steps: int = 3000, 
     return ck
 
 
-def export(work: Path = DEFAULT_WORK, variant: str = "depth", out: Path | None = None) -> Path:
+def export(work: Path = DEFAULT_WORK, variant: str = "depth", out: Path | None = None,
+           init: Path | None = None) -> Path:
     """Write the EMA UNet (fp16 safetensors, loaded back as fp32) to ``sdlearn/data/sd-mini-<variant>``.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
@@ -148,15 +166,18 @@ def export(work: Path = DEFAULT_WORK, variant: str = "depth", out: Path | None =
 
     _check_variant(variant)
     out = Path(out) if out else Path(__file__).parent.parent / "data" / f"sd-mini-{variant}"
-    base, _ = load_unet_and_text(work)
+    base, _ = load_unet_and_text(work, init=init)  # only its config: every weight is the EMA's
     unet = widen_conv_in(base, EXTRA_CHANNELS[variant])
     copy_ema(unet.parameters(), torch.load(work / f"unet_{variant}.pt", weights_only=False)["ema"])
+    card = (out / "README.md").read_text() if (out / "README.md").exists() else None
     if out.exists():
         shutil.rmtree(out)
     unet.half().save_pretrained(out / "unet", safe_serialization=True)
     png = work / f"unet_{variant}_loss.png"
     if png.exists():
         shutil.copy(png, out / png.name)
+    if card is not None:  # the folder's model card is written by hand: keep it
+        (out / "README.md").write_text(card)
     return out
 
 
@@ -172,16 +193,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--init", type=Path, default=None, help="the pipeline folder to fine-tune from (default: work/unet.pt)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     t0 = time.time()
     if a.stage == "prepare":
-        print(prepare(a.work, a.variant))
+        print(prepare(a.work, a.variant, init=a.init))
     elif a.stage == "train":
-        train(a.work, a.variant, steps=a.steps)
+        train(a.work, a.variant, steps=a.steps, init=a.init)
     else:
-        print(export(a.work, a.variant, a.out))
+        print(export(a.work, a.variant, a.out, a.init))
     print(json.dumps({"stage": a.stage, "variant": a.variant, "seconds": round(time.time() - t0, 1)}))
 
 
