@@ -32,7 +32,8 @@ from common import ROOT, save_json  # benchmarks/common.py (the script's own fol
 # control -> two values to alternate between (the dashboard starts at the first of neither)
 CHANGES = {
     "token": ("circle", "red"), "step": (5, 10), "guidance": (10.0, 5.0), "seed": (1, 2), "steps": (25, 15),
-    "negative_prompt": ("red", "blue"), "scheduler": ("euler", "dpm++"), "size": None,
+    "negative_prompt": ("red", "blue"), "scheduler": ("euler", "dpm++"),
+    "size": None,  # two of the model's own size_options, chosen in main()
     "strength": (0.8, 0.5), "prompt": ("a blue square", "a green star"),
 }
 

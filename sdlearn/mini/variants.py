@@ -69,7 +69,6 @@ def training_mask(sample: world.Sample, index: int, rng: np.random.Generator) ->
     return m
 
 
-@torch.no_grad()
 def _latent_std(work: Path, init: Path | None) -> float:
     """The std the latents are divided by: ``init``'s VAE ``1 / scaling_factor`` (the scale its
     pipeline uses) when fine-tuning from a pipeline folder, else the cache's own."""
@@ -78,6 +77,7 @@ def _latent_std(work: Path, init: Path | None) -> float:
     return float(torch.load(work / "latents.pt", weights_only=False, mmap=True)["std"])
 
 
+@torch.no_grad()
 def prepare(work: Path = DEFAULT_WORK, variant: str = "depth", batch: int = 250, progress: bool = True,
             init: Path | None = None) -> Path:
     """Compute the extra channels for every cached training latent (``latents.pt``, same order).
@@ -90,6 +90,7 @@ def prepare(work: Path = DEFAULT_WORK, variant: str = "depth", batch: int = 250,
     n, hw = data["latents"].shape[0], tuple(data["latents"].shape[-2:])
     vae = load_vae(work, prefer_finetuned=False) if variant == "inpaint" else None
     size = native_size(work)  # the pictures the latents were encoded from
+    sf = 1.0 / _latent_std(work, init)  # the latent scale of the model being fine-tuned
     out = []
     for start in tqdm(range(0, n, batch), desc=f"prepare {variant}", mininterval=5, disable=not progress):
         samples = [world.sample(TRAIN_SEED, i, size) for i in range(start, min(n, start + batch))]
@@ -99,7 +100,6 @@ def prepare(work: Path = DEFAULT_WORK, variant: str = "depth", batch: int = 250,
             rng = np.random.default_rng([TRAIN_SEED, start, 9])
             img = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 127.5 - 1
             m = np.stack([training_mask(s, start + k, rng) for k, s in enumerate(samples)])
-            sf = 1.0 / _latent_std(work, init)
             out.append(inpaint_condition(img, torch.from_numpy(m)[:, None],
                                          lambda x: vae.encode(x).latent_dist.mean * sf, VAE_FACTOR))
     path = work / f"cond_{variant}.pt"
