@@ -11,7 +11,7 @@ JOBS   ?= 2
 # pool oversubscribes the cores and its spin-waits make small models 10x slower.
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile
 
-.PHONY: setup lab test test-fast test-browser notebooks sd-mini sd-mini-vae sd-mini-variants bench clean
+.PHONY: setup lab test test-fast test-browser dashboard-figure notebooks sd-mini sd-mini-vae sd-mini-variants bench clean
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,12 @@ test-fast: setup
 #   sudo apt-get install chromium
 test-browser: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -s -m browser tests/
+
+# Notebook 10's picture of the dashboard for readers without a kernel: drive the real dashboard in
+# chromium, then embed its screenshot (test-output/browser/10_dashboard.png) as a cell attachment.
+dashboard-figure: setup
+	OMP_NUM_THREADS=1 CI=true $(PY) -m pytest -s -m browser tests/test_explorer_browser.py
+	$(PY) tests/test_explorer_browser.py
 
 # Re-execute every notebook top to bottom on the default model and CPU, then normalise it.
 notebooks: setup

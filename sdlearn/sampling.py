@@ -57,6 +57,7 @@ __all__ = ["sample", "check_args", "uses_cfg", "encode_text", "initial_latents",
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 Callback = Callable[[dict], Any]
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+GuideHook = Callable[[dict], torch.Tensor]
 
 
 def uses_cfg(pipe: Pipeline, guidance_scale: float) -> bool:
@@ -198,7 +199,8 @@ def predict_x0(scheduler: Any, latents: torch.Tensor, noise_pred: torch.Tensor,
 def denoise(pipe: Pipeline, latents: torch.Tensor, prompt_embeds: torch.Tensor, guidance_scale: float,
             start_step: int = 0, generator: Any = None, eta: float = 0.0,
             extra_channels: torch.Tensor | None = None, callback: Callback | None = None,
-            step_hook: StepHook | None = None) -> torch.Tensor:
+            step_hook: StepHook | None = None, guidance_rescale: float = 0.0,
+            guide: GuideHook | None = None) -> torch.Tensor:
     """Steps 4-5, the loop: predict the noise, guide, step; for ``scheduler.timesteps`` from
     ``start_step`` on (call ``scheduler.set_timesteps`` first). Returns the final latents x_0.
 
@@ -211,6 +213,10 @@ def denoise(pipe: Pipeline, latents: torch.Tensor, prompt_embeds: torch.Tensor, 
       without guidance), ``noise_pred_text``, ``noise_pred`` (guided) and ``pred_x0``.
     * ``step_hook(i, t, latents) -> latents``: after each step, may replace the latents
       (inpainting pastes the known region back).
+    * ``guidance_rescale``: diffusers' ``rescale_noise_cfg`` (Lin et al. 2023, arXiv:2305.08891,
+      section 3.4) after guidance, as the pipeline applies it: mixes in eps~ rescaled to eps_c's std.
+    * ``guide(dict) -> latents``: before each step, with the callback's dict, may move the latents
+      the step starts from (loss guidance, ``sdlearn.guidance``).
 
     Introduced in notebooks/04_diy_sampling_loop.ipynb.
     """
@@ -224,6 +230,8 @@ def denoise(pipe: Pipeline, latents: torch.Tensor, prompt_embeds: torch.Tensor, 
     # they draw fresh noise inside step(), which is why the generator is passed on.
     params = inspect.signature(scheduler.step).parameters
     step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in params}
+    if guidance_rescale > 0:  # diffusers' own function; its module loads the pipeline, so only now
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
     if extra_channels is not None and cfg:
         extra_channels = torch.cat([extra_channels] * 2)
     for i, t in enumerate(timesteps):
@@ -237,13 +245,18 @@ def denoise(pipe: Pipeline, latents: torch.Tensor, prompt_embeds: torch.Tensor, 
             # eps~ = eps_uncond + w (eps_text - eps_uncond): w = 1 is the prompt alone, w > 1
             # extrapolates away from the unconditional prediction.
             noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
+            if guidance_rescale > 0:  # eps~ pulled back towards eps_c's std (over-exposure fix)
+                noise_pred = rescale_noise_cfg(noise_pred, noise_pred_text, guidance_rescale=guidance_rescale)
         else:
             noise_pred_uncond, noise_pred_text = None, noise_pred
-        if callback is not None:
-            callback({"i": i, "t": t, "latents": latents, "model_input": model_input[:len(latents)],
-                      "noise_pred_uncond": noise_pred_uncond, "noise_pred_text": noise_pred_text,
-                      "noise_pred": noise_pred,
-                      "pred_x0": predict_x0(scheduler, latents, noise_pred, t)})
+        if callback is not None or guide is not None:
+            info = {"i": i, "t": t, "latents": latents, "model_input": model_input[:len(latents)],
+                    "noise_pred_uncond": noise_pred_uncond, "noise_pred_text": noise_pred_text,
+                    "noise_pred": noise_pred, "pred_x0": predict_x0(scheduler, latents, noise_pred, t)}
+            if callback is not None:
+                callback(info)
+            if guide is not None:
+                latents = guide(info)
         # 5. step: x_t -> x_{t-1}
         latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
         if step_hook is not None:
@@ -276,17 +289,21 @@ def decode(pipe: Pipeline, latents: torch.Tensor, output_type: str = "pil") -> A
 def sample(pipe: Pipeline, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
            height: int | None = None, width: int | None = None, num_inference_steps: int = 25,
            guidance_scale: float = 7.5, generator: Any = None, latents: torch.Tensor | None = None,
-           callback: Callback | None = None, output_type: str = "pil", *, eta: float = 0.0) -> Any:
+           callback: Callback | None = None, output_type: str = "pil", *, eta: float = 0.0,
+           guidance_rescale: float = 0.0) -> Any:
     """Text to image with our own loop; the same pictures as ``pipe(...).images``, bit for bit
     on the CPU, for every scheduler (same seed and scheduler object settings).
 
     ``callback`` gets one dict per step (see ``denoise``); ``StepRecorder`` keeps them.
     ``guidance_scale <= 1`` skips guidance (one UNet pass), exactly as the pipeline does.
+    ``guidance_rescale`` (0..1) is the pipeline's fix for over-exposure at high w (see ``denoise``).
 
     Introduced in notebooks/04_diy_sampling_loop.ipynb.
     """
     batch, height, width = check_args(pipe, prompt, negative_prompt, height, width,
                                       num_inference_steps, guidance_scale, generator, output_type)
+    if not isinstance(guidance_rescale, numbers.Real) or not 0 <= guidance_rescale <= 1:
+        raise ValueError(f"guidance_rescale must be a number in [0, 1], got {guidance_rescale!r}")
     # Where the models compute (the GPU even under CPU offload). Looked up once: it is a property
     # that walks all components, ~2 ms a call, which alone would make us 1 % slower than diffusers.
     device = pipe._execution_device
@@ -295,7 +312,7 @@ def sample(pipe: Pipeline, prompt: str | Sequence[str], negative_prompt: str | S
         pipe.scheduler.set_timesteps(int(num_inference_steps), device=device)  # 2.
         x = initial_latents(pipe, batch, height, width, embeds.dtype, generator, latents, device)  # 3.
         x = denoise(pipe, x, embeds, guidance_scale, generator=generator, eta=eta,
-                    callback=callback)  # 4.-5.
+                    callback=callback, guidance_rescale=guidance_rescale)  # 4.-5.
         images = decode(pipe, x, output_type)  # 6.
     pipe.maybe_free_model_hooks()  # a no-op unless CPU offloading is on, as in the pipeline
     return images

@@ -19,8 +19,10 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from .models import Pipeline
 
-__all__ = ["tokenize", "token_table", "embedding_tables", "input_embeddings", "embed", "encode_prompts", "cfg_batch",
-           "prompt_similarity"]
+__all__ = ["tokenize", "token_table", "embedding_tables", "input_embeddings", "embed", "encode_embeddings",
+           "encode_prompts", "cfg_batch", "prompt_similarity"]
+
+SIMILARITY_POSITIONS = ("all", "words", "eos")
 
 
 def tokenize(tokenizer: Any, prompt: str | list[str]) -> torch.Tensor:
@@ -76,9 +78,10 @@ def embedding_tables(text_encoder: Any) -> torch.nn.Module:
 def input_embeddings(text_encoder: Any, ids: torch.Tensor) -> torch.Tensor:
     """What enters the first transformer layer: token embedding + position embedding.
 
-    The token table says *what* a token is, the position table *where* it is: the transformer
-    itself has no notion of order, so "red circle, blue square" and "blue circle, red square"
-    would look alike without it.
+    The token table says *what* a token is, the position table *where* it is. Attention alone
+    treats its inputs as a set; CLIP's causal mask still gives each position its prefix, so even
+    without the position table "a red circle and a blue square" and "a blue circle and a red
+    square" would not encode alike, but the position table is what says where each word is.
 
     Introduced in notebooks/02_tokenizer_text_encoder.ipynb.
     """
@@ -98,6 +101,32 @@ def embed(text_encoder: Any, ids: torch.Tensor) -> torch.Tensor:
     Introduced in notebooks/02_tokenizer_text_encoder.ipynb.
     """
     return text_encoder(ids.to(text_encoder.device))[0]
+
+
+@torch.no_grad()
+def encode_embeddings(text_encoder: Any, input_embeds: torch.Tensor) -> torch.Tensor:
+    """The text encoder from given input embeddings ``(B, T, hidden)`` on: the layers under a
+    causal mask, then the final layer norm. ``encode_embeddings(te, input_embeddings(te, ids))``
+    equals ``te(ids).last_hidden_state``; any other vectors (a swapped or mixed word) may go in.
+
+    The mask is additive, ``(B, 1, T, T)``: 0 where position *i* may look at *j* (j <= i), the
+    dtype's most negative number above the diagonal, passed to every
+    ``CLIPEncoderLayer(hidden_states, mask)``. (``CLIPTextModel`` itself lets SDPA apply the
+    same pattern via ``is_causal=True``; an explicit mask works with every attention kind.)
+
+    Introduced in notebooks/02_tokenizer_text_encoder.ipynb.
+    """
+    model = getattr(text_encoder, "text_model", text_encoder)
+    hidden = model.config.hidden_size
+    if input_embeds.ndim != 3 or input_embeds.shape[-1] != hidden:
+        raise ValueError(f"input_embeds must be (batch, positions, {hidden}), got {tuple(input_embeds.shape)}")
+    h = input_embeds.to(model.final_layer_norm.weight.device, model.final_layer_norm.weight.dtype)
+    batch, n = h.shape[:2]
+    mask = torch.full((n, n), torch.finfo(h.dtype).min, dtype=h.dtype, device=h.device).triu(1)
+    mask = mask.expand(batch, 1, n, n)
+    for layer in model.encoder.layers:
+        h = layer(h, mask)
+    return model.final_layer_norm(h)
 
 
 def encode_prompts(pipe: Pipeline, prompt: str | list[str],
@@ -126,14 +155,43 @@ def cfg_batch(cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
     return torch.cat([uncond, cond])
 
 
-def prompt_similarity(a: torch.Tensor, b: torch.Tensor, skip_bos: bool = True) -> float:
-    """Cosine similarity of two prompt embeddings ``(1, 77, hidden)``, flattened.
+def _eos_position(ids: torch.Tensor, eos_token_id: int) -> int:
+    row = ids[0] if ids.ndim == 2 else ids
+    hits = (row == eos_token_id).nonzero()
+    if len(hits) == 0:
+        raise ValueError(f"ids hold no EOS token ({eos_token_id})")
+    return int(hits[0])
 
-    Position 0 (BOS) is skipped by default: with causal attention it sees only itself, so it is
-    the same vector for every prompt and would push every similarity towards 1.
+
+def prompt_similarity(a: torch.Tensor, b: torch.Tensor, skip_bos: bool = True, *, positions: str = "all",
+                      ids: tuple[torch.Tensor, torch.Tensor] | None = None, eos_token_id: int = 49407) -> float:
+    """Cosine similarity of two prompt embeddings ``(1, 77, hidden)``, flattened over ``positions``:
+
+    * ``"all"``: every position (position 0, BOS, skipped unless ``skip_bos=False``: with causal
+      attention it sees only itself, the same vector for every prompt). Most of them are padding,
+      which changes slowly along the window, so different prompts still score near 1.
+    * ``"words"``: positions 1 up to and including the later of the two first EOS tokens: the
+      words of both prompts, their EOS, no padding after that.
+    * ``"eos"``: the vector at each prompt's first EOS only (CLIP's pooled output).
+
+    ``"words"`` and ``"eos"`` need ``ids=(ids_a, ids_b)``, the token ids the embeddings came from.
 
     Introduced in notebooks/02_tokenizer_text_encoder.ipynb.
     """
-    start = 1 if skip_bos else 0
-    va, vb = a[..., start:, :].flatten().float(), b[..., start:, :].flatten().float()
-    return F.cosine_similarity(va, vb, dim=0).item()
+    if positions not in SIMILARITY_POSITIONS:
+        raise ValueError(f"positions must be one of {SIMILARITY_POSITIONS}, got {positions!r}")
+    if a.shape != b.shape or a.ndim != 3 or a.shape[0] != 1:
+        raise ValueError(f"a and b must both be (1, positions, hidden), got {tuple(a.shape)} and {tuple(b.shape)}")
+    if positions == "all":
+        start = 1 if skip_bos else 0
+        va, vb = a[0, start:], b[0, start:]
+    else:
+        if ids is None:
+            raise ValueError(f"positions={positions!r} needs ids=(ids_a, ids_b) to find each prompt's EOS")
+        ea, eb = _eos_position(ids[0], eos_token_id), _eos_position(ids[1], eos_token_id)
+        if positions == "eos":
+            va, vb = a[0, ea], b[0, eb]
+        else:
+            end = max(ea, eb) + 1
+            va, vb = a[0, 1:end], b[0, 1:end]
+    return F.cosine_similarity(va.flatten().float(), vb.flatten().float(), dim=0).item()

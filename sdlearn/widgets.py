@@ -119,7 +119,8 @@ def guidance_explorer(pipe: Pipeline, prompt: str = "a red circle on a blue back
                 pipe, box_prompt.value, negative_prompt=box_neg.value or None, num_inference_steps=steps.value,
                 guidance_scale=guidance.value, generator=make_generator(seed_slider.value))[0]):
             return
-        passes = "2 UNet passes per step" if uses_cfg(pipe, guidance.value) else "one UNet pass per step (no guidance)"
+        passes = ("2 rows per UNet call (prompt + unconditional)" if uses_cfg(pipe, guidance.value)
+                  else "one row per UNet call (no guidance)")
         info.value = f"{time.perf_counter() - t0:.2f} s; {passes}"
 
     box.prompt, box.negative_prompt, box.guidance, box.steps, box.seed = (
@@ -325,7 +326,7 @@ class _ExplorerHandlers:
         b.token.value = keep if keep in r.maps else (nouns or list(r.maps))[0]
         self.quiet = False
         self.show_step(), self.show_token()
-        passes = "2 UNet passes per step" if r.unet_passes_per_step == 2 else "1 UNet pass per step"
+        passes = "2 rows per call (guidance)" if r.unet_passes_per_step == 2 else "1 row per call (no guidance)"
         b.status.value = "; ".join([f"render {b.renders}: {r.seconds:.2f} s", f"{len(r.steps)} UNet calls",
                                     passes, *r.notes])
 

@@ -23,6 +23,28 @@ def quiet_pipeline():
     return make
 
 
+class CountCalls:
+    """Counts forward calls of the UNet, the text encoder and both halves of the VAE: bad input
+    must be refused while this stays at 0 (no compute)."""
+
+    def __init__(self, pipe):
+        self.modules, self.calls = (pipe.unet, pipe.text_encoder, pipe.vae.encoder, pipe.vae.decoder), []
+
+    def __enter__(self):
+        self.hooks = [m.register_forward_pre_hook(lambda *a: self.calls.append(1)) for m in self.modules]
+        return self.calls
+
+    def __exit__(self, *exc):
+        for h in self.hooks:
+            h.remove()
+
+
+@pytest.fixture(scope="session")
+def count_calls():
+    """``with count_calls(pipe) as calls: ...``; ``calls`` stays empty unless a model ran."""
+    return CountCalls
+
+
 @pytest.fixture(scope="session")
 def tiny_pipe(quiet_pipeline):
     return quiet_pipeline("tiny")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sdlearn.depth2img import as_depth, depth2img
+from sdlearn.depth2img import as_depth, depth2img, depth_condition
 from sdlearn.device import make_generator
 from sdlearn.images import demo_depth, demo_image
 from sdlearn.models import mini_path
@@ -40,26 +40,44 @@ def test_as_depth_accepts_common_forms():
     assert as_depth(np.random.rand(384, 384), (64, 64)).shape == (1, 384, 384)  # DPT's size: fine
 
 
+def test_every_form_gives_the_same_unet_channel():
+    """Only relative depth counts: the float map, its tensor and its 8-bit picture (the bundled
+    map is stored with 8-bit precision) give the same fifth channel, as does any affine rescale."""
+    d = demo_depth("world")
+    reference = depth_condition(as_depth(d), (16, 16))
+    for form in (torch.from_numpy(d)[None], Image.fromarray((d * 255).round().astype(np.uint8)), d * 37.0 + 5.0):
+        assert torch.allclose(depth_condition(as_depth(form), (16, 16)), reference, atol=1e-5)
+
+
+
 @pytest.mark.parametrize("bad, match", [
-    (Image.new("RGB", (64, 64)), "single-channel"), (np.zeros((64, 64, 3), np.float32), "single-channel"),
+    # the cases notebook 08 used to show, with their messages
+    (Image.new("RGB", (64, 64)), "the depth map has mode 'RGB': it must be single-channel .* not a depth map"),
+    (np.zeros((64, 64, 3), np.float32), "single-channel"),
     (np.random.rand(32, 64).astype(np.float32), "64x32 but the picture is 128x128: not the same aspect"),
-    (np.ones((64, 64), np.float32), "flat"), (np.full((64, 64), np.nan, np.float32), "NaN"),
+    (np.random.rand(64, 32).astype(np.float32), "32x64 but the picture is 128x128: not the same aspect ratio"),
+    (np.ones((64, 64), np.float32), r"the depth map is flat \(max = min\)"),
+    (np.full((64, 64), np.nan, np.float32), "the depth map has NaN or infinite values"),
     ("depth.png", "PIL image, an array or a tensor"),
 ])
-def test_bad_depth_refused_before_compute(tiny_depth, monkeypatch, bad, match):
+def test_bad_depth_refused_before_compute(tiny_depth, monkeypatch, bad, match, count_calls):
     monkeypatch.setattr("sdlearn.depth2img.denoise", lambda *a, **k: pytest.fail("computed"))
-    with pytest.raises(ValueError, match=match):
+    with count_calls(tiny_depth) as calls, pytest.raises(ValueError, match=match):
         depth2img(tiny_depth, "a red circle", demo_image("world"), bad)
+    assert not calls
 
 
-def test_other_bad_input(tiny_depth, tiny_pipe):
+def test_other_bad_input_refused_before_compute(tiny_depth, tiny_pipe, count_calls):
     d = demo_depth("world")
-    with pytest.raises(ValueError, match="5 input channels"):
-        depth2img(tiny_pipe, "a red circle", demo_image("world"), d)
-    with pytest.raises(ValueError, match="strength"):
-        depth2img(tiny_depth, "a red circle", demo_image("world"), d, strength=0)
-    with pytest.raises(ValueError, match="mode 'CMYK'"):
-        depth2img(tiny_depth, "a red circle", Image.new("CMYK", (64, 64)), d)
+    for pipe, kw, match in [
+        (tiny_pipe, {}, r"depth2img needs a depth-conditioned UNet \(5 input channels\); this one has 4"),
+        (tiny_depth, {"strength": 0}, r"strength must be a number in \(0, 1\]"),
+        (tiny_depth, {"strength": 0.0}, r"strength must be a number in \(0, 1\]"),
+        (tiny_depth, {"image": Image.new("CMYK", (64, 64))}, "image has mode 'CMYK'"),
+    ]:
+        with count_calls(pipe) as calls, pytest.raises(ValueError, match=match):
+            depth2img(pipe, **{"prompt": "a red circle", "image": demo_image("world"), "depth_map": d, **kw})
+        assert not calls, (kw, match)
 
 
 needs_mini_depth = pytest.mark.skipif(mini_path("depth") is None, reason="sd-mini's depth UNet not bundled")
@@ -83,3 +101,11 @@ def test_mini_depth_keeps_structure_and_follows_the_prompt(quiet_pipeline):
         painted = np.abs(arr - np.asarray(Image.new("RGB", out.size, "white"), np.float32) / 255).sum(-1) > 0.6
         iou = (painted & near).sum() / (painted | near).sum()
         assert iou > 0.6, (colour, iou)
+
+
+def test_depth_condition_is_prepare_depth_map(tiny_depth):
+    """``depth_condition`` is the pipeline's ``prepare_depth_map`` for a supplied map."""
+    depth = torch.from_numpy(demo_depth("world"))[None] * 3.0 + 1.0  # any scale
+    ref = tiny_depth.prepare_depth_map(torch.zeros(1, 3, 128, 128), depth, 1, False, torch.float32,
+                                       torch.device("cpu"))
+    assert torch.allclose(depth_condition(depth, tuple(ref.shape[-2:])), ref, atol=1e-6)

@@ -1,12 +1,17 @@
 """The explorer: its logic (sdlearn.explorer) and its dashboard (sdlearn.widgets.explorer), headless."""
+import base64
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from sdlearn.device import make_generator
-from sdlearn.explorer import Explorer, Settings, size_options
+import torch
+
+from sdlearn.explorer import Explorer, Settings, size_options, slerp, walk
 from sdlearn.img2img import img2img
 from sdlearn.sampling import sample
 from sdlearn.schedulers import make_scheduler
@@ -159,3 +164,81 @@ def test_dashboard_bad_input_keeps_the_picture(tiny_pipe):
     last = _png(w.image.value)
     w.prompt.value = " "
     assert _png(w.image.value) == last and not w.generate.disabled
+
+
+def _noises(shape=(1, 4, 8, 8)):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+
+
+def test_slerp_ends_are_the_inputs():
+    a, b = _noises()
+    assert torch.equal(slerp(a, b, 0.0), a)
+    assert torch.allclose(slerp(a, b, 1.0), b, atol=1e-6)
+    assert slerp(a, b, 0.3).shape == a.shape and slerp(a, b, 0.3).dtype == a.dtype
+
+
+def test_slerp_matches_the_formula_and_the_rotation():
+    a, b = _noises()
+    x, y = a.double().flatten().numpy(), b.double().flatten().numpy()
+    theta = np.arccos(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
+    for t in (0.1, 0.5, 0.77, 1.5):  # t outside [0, 1] goes on along the same great circle
+        got = slerp(a, b, t).double().flatten().numpy()
+        formula = (np.sin((1 - t) * theta) * x + np.sin(t * theta) * y) / np.sin(theta)
+        # The same point written as a turn by t*theta in the plane of a and b (Shoemake 1985).
+        turn = np.cos(t * theta) * x + np.sin(t * theta) / np.sin(theta) * (y - np.cos(theta) * x)
+        assert np.allclose(got, formula, atol=1e-5) and np.allclose(got, turn, atol=1e-5)
+        if 0 < t <= 1:  # for equal norms the angle to a grows linearly: t * theta
+            eq = slerp(a, b / b.norm() * a.norm(), t).double().flatten().numpy()
+            assert abs(np.arccos(eq @ x / np.linalg.norm(eq) / np.linalg.norm(x)) - t * theta) < 1e-4
+
+
+def test_slerp_keeps_the_norm_and_lerp_shrinks_it():
+    a, b = _noises((1, 4, 64, 64))
+    b = b / b.norm() * a.norm()  # equal norms
+    for t in np.linspace(0, 1, 7):
+        assert abs(slerp(a, b, float(t)).norm() / a.norm() - 1) < 1e-5
+    # Independent noises are nearly orthogonal: lerp's midpoint is about 1/sqrt(2) as long.
+    assert abs(torch.lerp(a, b, 0.5).norm() / a.norm() - 2 ** -0.5) < 0.02
+
+
+def test_slerp_of_parallel_vectors_is_lerp():
+    a, _ = _noises()
+    for b in (2 * a, a.clone()):
+        for t in (0.0, 0.25, 0.5, 1.0):
+            assert torch.allclose(slerp(a, b, t), torch.lerp(a, b, t), atol=1e-6)
+
+
+def test_walk():
+    a, b = _noises()
+    w = walk(a, b, 6)
+    assert len(w) == 6 and torch.equal(w[0], a) and torch.allclose(w[-1], b, atol=1e-6)
+    assert torch.allclose(w[2], slerp(a, b, 0.4))
+    assert all(torch.allclose(p, torch.lerp(a, b, k / 5)) for k, p in enumerate(walk(a, b, 6, how="lerp")))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda a, b: slerp(a, b[..., :4], 0.5), "one shape"), (lambda a, b: slerp(a, b, float("nan")), "finite"),
+    (lambda a, b: slerp(a, torch.zeros_like(b), 0.5), "non-zero"), (lambda a, b: slerp(a.numpy(), b, 0.5), "tensors"),
+    (lambda a, b: walk(a, b, 1), "n >= 2"), (lambda a, b: walk(a, b, 4, how="cubic"), "how"),
+])
+def test_slerp_and_walk_refuse_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(*_noises())
+
+
+def test_notebook_shows_a_screenshot_of_the_dashboard():
+    """Readers without a kernel see a picture of the real dashboard (tests/test_explorer_browser.py
+    takes it in JupyterLab + Chromium and embeds it), not just the widget's `VBox(...)` text."""
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "10_explorer.ipynb").read_text("utf-8"))
+    cells = [c for c in nb["cells"] if c["cell_type"] == "markdown"
+             and "attachment:10_dashboard.png" in "".join(c["source"])]
+    assert len(cells) == 1
+    data = base64.b64decode(cells[0]["attachments"]["10_dashboard.png"]["image/png"])
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and 10_000 < len(data) < 150_000, len(data)
+    im = Image.open(io.BytesIO(data))
+    im.verify()  # a whole, valid PNG
+    im = Image.open(io.BytesIO(data))
+    assert im.format == "PNG" and 600 <= im.width <= 1400 and 300 <= im.height <= 1000, im.size
+    pix = np.asarray(im.convert("RGB"), np.float32)
+    assert pix.std() > 20  # not a blank page: controls, the picture and the maps

@@ -13,6 +13,11 @@ No browser is downloaded. Without chromium the test is skipped, except on CI (``
 where it fails.
 
 Run alone: ``make test-browser``.
+
+The test also saves the dashboard alone, shrunk (``browser/10_dashboard.png``, under 150 kB). That
+picture is what notebook 10 shows readers without a kernel, as a markdown cell attachment:
+after a browser run, ``python tests/test_explorer_browser.py`` puts the new screenshot into the
+notebook (``tests/test_explorer.py`` checks the one committed there).
 """
 from __future__ import annotations
 
@@ -33,7 +38,24 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "10_explorer.ipynb"
 OUTPUT = Path(os.environ.get("SDLEARN_TEST_OUTPUT", ROOT / "test-output")) / "browser"
 
+FIGURE = "10_dashboard.png"  # the cropped dashboard; embedded into the notebook (see the end of this file)
+MAX_FIGURE_BYTES = 150_000
+
 pytestmark = pytest.mark.browser
+
+
+def small_png(png: bytes, width: int = 900) -> bytes:
+    """A screenshot shrunk to at most ``width`` pixels wide and 256 colours: a light PNG for the notebook."""
+    import io
+
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(png)).convert("RGB")
+    if im.width > width:
+        im = im.resize((width, round(im.height * width / im.width)), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    im.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
+    return out.getvalue()
 
 
 def _require_browser():
@@ -160,6 +182,11 @@ def test_explorer_dashboard_in_chromium(lab):
             n = _render_no(status.inner_text())
             assert n == 2  # the first picture + the notebook's own `dash.guidance.value = 12.0`
             first = picture.screenshot()
+            # The dashboard as the notebook leaves it: the picture for readers without a kernel.
+            dashboard = page.locator(".jp-OutputArea-output:has(.sdlearn-picture)").first
+            dashboard.scroll_into_view_if_needed()
+            figure = OUTPUT / FIGURE
+            figure.write_bytes(small_png(dashboard.screenshot()))
 
             # 1. "render on change": dragging the guidance slider re-renders by itself.
             guidance = page.locator(".sdlearn-guidance").first
@@ -197,4 +224,26 @@ def test_explorer_dashboard_in_chromium(lab):
             page.screenshot(path=str(shot))
         finally:
             browser.close()
-    print(f"\nbrowser test: {time.time() - t_start:.1f} s in the browser; screenshot {shot}")
+    print(f"\nbrowser test: {time.time() - t_start:.1f} s in the browser; screenshot {shot}; "
+          f"dashboard {figure} ({figure.stat().st_size / 1e3:.0f} kB)")
+    assert figure.stat().st_size < MAX_FIGURE_BYTES
+
+
+def embed_figure(png: Path = OUTPUT / FIGURE, notebook: Path = NOTEBOOK) -> int:
+    """Put ``png`` into the notebook's markdown cell that shows ``attachment:10_dashboard.png``."""
+    import base64
+
+    import nbformat
+
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) < MAX_FIGURE_BYTES, (png, len(data))
+    nb = nbformat.read(notebook, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "markdown" and f"attachment:{FIGURE}" in c.source]
+    assert len(cells) == 1, f"want one markdown cell showing attachment:{FIGURE}, found {len(cells)}"
+    cells[0]["attachments"] = {FIGURE: {"image/png": base64.b64encode(data).decode("ascii")}}
+    nbformat.write(nb, notebook)
+    return len(data)
+
+
+if __name__ == "__main__":
+    print(f"{NOTEBOOK.name}: embedded {OUTPUT / FIGURE} ({embed_figure() / 1e3:.0f} kB)")

@@ -203,3 +203,28 @@ def test_step_hook_and_extra_channels(pipe):
     finally:
         hook.remove()
     assert shapes == [(2, 5, 8, 8)]
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler"])
+def test_guidance_rescale_matches_pipeline(pipe, name):
+    """diffusers' own ``rescale_noise_cfg`` at the pipeline's place in the loop: the same picture."""
+    cls, kw = SCHEDULERS[name]
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **kw)
+    ours, theirs = _both(pipe, guidance_scale=7.5, guidance_rescale=0.7)
+    assert np.abs(ours - theirs).max() <= 1e-5
+    plain, _ = _both(pipe, guidance_scale=7.5)
+    assert np.abs(ours - plain).max() > 1e-4  # the rescale changes the picture: not vacuous
+    with pytest.raises(ValueError, match="guidance_rescale"):
+        sample(pipe, "a red circle", guidance_rescale=1.5)
+
+
+def test_guide_hook_moves_latents_before_the_step(pipe):
+    """``guide(dict) -> latents`` replaces the latents the scheduler steps from; identity is a no-op."""
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
+    embeds = encode_text(pipe, "a red circle", None, 7.5)
+    x = torch.randn(1, 4, 8, 8, generator=make_generator(0))
+    runs = []
+    for guide in (None, lambda d: d["latents"], lambda d: d["latents"] * 0):
+        pipe.scheduler.set_timesteps(3)
+        runs.append(denoise(pipe, x, embeds, 7.5, guide=guide))
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])

@@ -3,8 +3,10 @@ import warnings
 import pytest
 import torch
 
-from sdlearn.text import (cfg_batch, embed, embedding_tables, encode_prompts, input_embeddings, prompt_similarity,
-                          token_table, tokenize)
+import torch.nn.functional as F
+
+from sdlearn.text import (cfg_batch, embed, embedding_tables, encode_embeddings, encode_prompts, input_embeddings,
+                          prompt_similarity, token_table, tokenize)
 
 BOS, EOS = 49406, 49407
 
@@ -88,3 +90,61 @@ def test_prompt_similarity_is_cosine_without_bos():
     a2[0, 0] = b2[0, 0] = 100.0  # a huge BOS vector shared by both changes nothing when skipped ...
     assert prompt_similarity(a2, b2) == pytest.approx(prompt_similarity(a, b), abs=1e-6)
     assert prompt_similarity(a2, b2, skip_bos=False) > 0.9  # ... and dominates when it is not
+
+
+def test_encode_embeddings_matches_the_text_encoder(tiny_pipe):
+    tok, te = tiny_pipe.tokenizer, tiny_pipe.text_encoder
+    ids = tokenize(tok, ["a red circle on the left", "a blue star"])
+    ref = te(ids).last_hidden_state
+    got = encode_embeddings(te, input_embeddings(te, ids))
+    assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5)
+    # the mask is causal: changing position 3's input leaves positions 0..2 alone
+    x = input_embeddings(te, ids[:1])
+    x2 = x.clone()
+    x2[0, 3] += 1.0
+    a, b = encode_embeddings(te, x), encode_embeddings(te, x2)
+    assert torch.allclose(a[0, :3], b[0, :3], atol=1e-6) and not torch.allclose(a[0, 3:], b[0, 3:])
+    # swapping a word's token vector is the same as tokenizing the other word
+    tables = embedding_tables(te)
+    red, blue = tok.convert_tokens_to_ids(["red</w>", "blue</w>"])
+    x3 = x.clone()
+    x3[0, 2] += tables.token_embedding.weight[blue] - tables.token_embedding.weight[red]
+    assert torch.allclose(encode_embeddings(te, x3), embed(te, tokenize(tok, "a blue circle on the left")), atol=1e-5)
+    with pytest.raises(ValueError, match="input_embeds must be"):
+        encode_embeddings(te, ids)
+
+
+def test_prompt_similarity_on_words_and_eos():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(1, 77, 8, generator=g), torch.randn(1, 77, 8, generator=g)
+    ids_a = torch.tensor([[BOS, 320, 736, EOS] + [EOS] * 73])   # EOS at 3
+    ids_b = torch.tensor([[BOS, 320, 736, 7117, 525, EOS] + [EOS] * 71])  # EOS at 5
+    va, vb = a[0, 1:6].flatten(), b[0, 1:6].flatten()  # words of both, up to the later EOS
+    assert prompt_similarity(a, b, positions="words", ids=(ids_a, ids_b)) == pytest.approx(
+        F.cosine_similarity(va, vb, dim=0).item(), abs=1e-6)
+    assert prompt_similarity(a, b, positions="eos", ids=(ids_a, ids_b)) == pytest.approx(
+        F.cosine_similarity(a[0, 3], b[0, 5], dim=0).item(), abs=1e-6)
+    # identical padding after the words moves "all" towards 1 but leaves "words" alone
+    a2, b2 = a.clone(), b.clone()
+    a2[0, 6:] = b2[0, 6:] = 5.0
+    assert prompt_similarity(a2, b2) > 0.9
+    assert prompt_similarity(a2, b2, positions="words", ids=(ids_a, ids_b)) == pytest.approx(
+        prompt_similarity(a, b, positions="words", ids=(ids_a, ids_b)), abs=1e-6)
+    assert prompt_similarity(a, b, positions="all") == pytest.approx(prompt_similarity(a, b), abs=0)
+    with pytest.raises(ValueError, match="needs ids"):
+        prompt_similarity(a, b, positions="words")
+    with pytest.raises(ValueError, match="positions must be one of"):
+        prompt_similarity(a, b, positions="padding", ids=(ids_a, ids_b))
+    with pytest.raises(ValueError, match="no EOS"):
+        prompt_similarity(a, b, positions="eos", ids=(ids_a[:, :3], ids_b))
+    with pytest.raises(ValueError, match="must both be"):
+        prompt_similarity(a, b[:, :10])
+
+
+def test_eos_similarity_uses_the_pooled_output(tiny_pipe):
+    tok, te = tiny_pipe.tokenizer, tiny_pipe.text_encoder
+    ia, ib = tokenize(tok, "a red circle"), tokenize(tok, "a blue star on a yellow background")
+    oa, ob = te(ia), te(ib)
+    ref = F.cosine_similarity(oa.pooler_output[0], ob.pooler_output[0], dim=0).item()
+    assert prompt_similarity(oa.last_hidden_state, ob.last_hidden_state, positions="eos",
+                             ids=(ia, ib)) == pytest.approx(ref, abs=1e-6)

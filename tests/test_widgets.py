@@ -38,7 +38,7 @@ def test_guidance_explorer(tiny_pipe):
         assert bytes(w.image.value) not in seen, control.description
         seen.append(bytes(w.image.value))
     assert w.renders == 6
-    assert "one UNet pass" in w.info.value  # guidance 1: no classifier-free guidance
+    assert "one row per UNet call" in w.info.value  # guidance 1: no classifier-free guidance
     w.negative_prompt.value = "red"  # ...so the negative prompt is not used at all
     assert w.renders == 7 and bytes(w.image.value) == seen[-1]
     w.guidance.value = 1.0  # unchanged value: no observer call, no render
