@@ -16,6 +16,18 @@ def save_json(out: Path, result: dict, indent: int = 1) -> None:
     print(f"\nwrote {out.relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out}")
 
 
+def run_info(t0: float, threads: int | None) -> dict:
+    """Where a result came from: wall seconds since ``t0`` (``time.time()``), torch and python
+    versions, torch threads."""
+    import platform
+    import time
+
+    import torch
+
+    return {"seconds": round(time.time() - t0, 1), "torch": torch.__version__,
+            "python": platform.python_version(), "threads": threads}
+
+
 def load_model(model: str, threads: int | None = None) -> Any:
     """``sdlearn.models.load_pipeline(model)`` (a registry name or a diffusers folder), quiet, on
     ``threads`` torch threads if given."""

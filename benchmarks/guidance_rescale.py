@@ -22,15 +22,13 @@ Introduced in notebooks/04_diy_sampling_loop.ipynb.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from behaviour import LEVEL, clipped, mean, paired_diff, proportion, saturation, to_uint8  # sibling script
-from common import ROOT, load_model, save_json  # benchmarks/common.py (the script's own folder is on sys.path)
+from common import ROOT, load_model, run_info, save_json  # benchmarks/common.py (the script's own folder is on sys.path)
 
 GUIDANCES = (7.5, 15.0)
 RESCALES = (0.0, 0.7)  # 0.7: the value the paper and diffusers' docs use
@@ -104,8 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
               "settings": settings,
               "effect_of_rescale": {"what": f"paired difference rescale {RESCALES[1]:g} - rescale 0, "
                                             "same prompt and seed", "by_w": effect},
-              "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
-              "python": platform.python_version(), "threads": args.threads}
+              **run_info(t0, args.threads)}
     save_json(args.out, result)
     return result
 
