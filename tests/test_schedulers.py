@@ -1,4 +1,4 @@
-"""Scheduler swapping by name, the noise schedule, ."""
+"""Scheduler swapping by name and the noise schedule."""
 import math
 
 import numpy as np
