@@ -402,7 +402,8 @@ def ground_truth_readings(prompts: Sequence[world.Scene], vae: Any = None, size:
     return [scoring.score(im, s.caption) for im, s in zip(images, prompts)]
 
 
-def _crispness(score_result: dict) -> float | None:
+def crispness(score_result: dict) -> float | None:
+    """Mean crispness (IoU with the fitted ideal shape) of a ``scoring.score`` result's objects; None without any."""
     c = [o["crispness"] for o in score_result["objects"] if o["crispness"] is not None]
     return float(np.mean(c)) if c else None
 
@@ -412,8 +413,8 @@ def row_crispness(bench: Bench, sizes: Sizes) -> dict:
     prompts = scoring.eval_prompts(sizes.n)
     hi = _rows(bench.adherence(prompts, GUIDANCE, label="row 2, w=7.5"), "crispness")
     lo = _rows(bench.adherence(prompts, 1.0, label="row 2, w=1"), "crispness")
-    truth = [_crispness(r) for r in ground_truth_readings(prompts, size=bench.size)]
-    through_vae = [_crispness(r) for r in ground_truth_readings(prompts, bench.pipe.vae, bench.size)]
+    truth = [crispness(r) for r in ground_truth_readings(prompts, size=bench.size)]
+    through_vae = [crispness(r) for r in ground_truth_readings(prompts, bench.pipe.vae, bench.size)]
     return {"n_prompts": sizes.n, "w7.5": mean(hi), "w1": mean(lo), "ground_truth": mean(truth),
             "ground_truth_through_vae": mean(through_vae),
             "w7.5_minus_w1": target(paired_diff(hi, lo), "abs<=", 0.02),
@@ -469,7 +470,7 @@ def row_guidance_sweep(bench: Bench, sizes: Sizes) -> dict:
     return {"n_prompts": sizes.sweep_n, "seeds": sizes.seeds, "under_specified": list(UNDER_SPECIFIED),
             "ground_truth": {"saturation": mean(saturation(im) for im in truth),
                              "clipped": mean(clipped(im) for im in truth),
-                             "crispness": mean(_crispness(r) for r in ground_truth_readings(prompts))},
+                             "crispness": mean(crispness(r) for r in ground_truth_readings(prompts))},
             "curve": curve,
             "adherence_rises_then_plateaus": check(
                 rises and plateau, "both-right at w=7.5 > at w=1, and every w >= 7.5 within 0.05 of the "

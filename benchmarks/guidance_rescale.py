@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from behaviour import LEVEL, clipped, mean, paired_diff, proportion, saturation, to_uint8  # sibling script
+from behaviour import LEVEL, clipped, crispness, mean, paired_diff, proportion, saturation, to_uint8  # sibling script
 from common import ROOT, load_model, run_info, save_json  # benchmarks/common.py (the script's own folder is on sys.path)
 
 GUIDANCES = (7.5, 15.0)
@@ -72,10 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
             t1 = time.time()
             images = run_setting(pipe, texts, w, r, args.steps, args.batch)
             scores = [scoring.score(im, text) for im, text in zip(images, texts)]
-            crisp = [np.mean([o["crispness"] for o in s["objects"] if o["crispness"] is not None])
-                     if any(o["crispness"] is not None for o in s["objects"]) else None for s in scores]
             rows = {"colour": [s["colour_ok"] for s in scores], "shape": [s["shape_ok"] for s in scores],
-                    "crispness": crisp, "saturation": [saturation(im) for im in images],
+                    "crispness": [crispness(s) for s in scores], "saturation": [saturation(im) for im in images],
                     "clipped": [clipped(im) for im in images]}
             per_picture[(w, r)] = rows
             entry = {"w": w, "rescale": r, "colour": proportion(rows["colour"]), "shape": proportion(rows["shape"]),
