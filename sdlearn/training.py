@@ -52,7 +52,8 @@ def noise_scheduler() -> DDPMScheduler:
 
 def diffusion_loss(unet: Any, text_encoder: Any, latents: torch.Tensor, input_ids: torch.Tensor,
                    sched: Any, gen: torch.Generator, snr_gamma: float | None = 5.0,
-                   extra: torch.Tensor | None = None, noise_offset: float = 0.0) -> torch.Tensor:
+                   extra: torch.Tensor | None = None, noise_offset: float = 0.0,
+                   weight: torch.Tensor | None = None) -> torch.Tensor:
     """SD's training objective: predict the noise added at a random timestep.
 
     With ``snr_gamma`` each timestep's loss is weighted by min(SNR, γ)/SNR ("Min-SNR", Hang et
@@ -67,6 +68,9 @@ def diffusion_loss(unet: Any, text_encoder: Any, latents: torch.Tensor, input_id
     own mean is as small as that signal, so a model can read the background's colour from x_t
     instead of from the caption, and at sampling time pure noise then picks the background.
 
+    ``weight`` (B, 1, h, w), if given, weights each latent place's squared error (a spatially
+    weighted MSE, e.g. more weight where the objects are); the target is still the noise.
+
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     noise = torch.randn(latents.shape, generator=gen)
@@ -77,7 +81,8 @@ def diffusion_loss(unet: Any, text_encoder: Any, latents: torch.Tensor, input_id
     cond = text_encoder(input_ids)[0]  # (B, 77, hidden)
     inp = noisy if extra is None else torch.cat([noisy, extra], dim=1)
     pred = unet(inp, t, encoder_hidden_states=cond).sample
-    per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
+    err = (pred - noise).pow(2)
+    per_sample = (err if weight is None else err * weight).mean(dim=(1, 2, 3))
     if snr_gamma is not None:
         abar = sched.alphas_cumprod[t]
         snr = abar / (1 - abar)

@@ -20,6 +20,38 @@ def test_probe_on_tiny(denoising, tiny_pipe, tmp_path):
     for r in res["timesteps"]:
         assert 0 <= r["x0"]["shape_named_right"] <= 1 and r["eps_mse"]["all"] >= 0
         assert (r["caption_gain"] is None) == (r["t"] == 0)
+    assert [r["mix"] for r in res["latent_blur"]] == list(denoising.BLUR_MIX)
+    assert all(0 <= r["shape_named_right"] <= 1 and r["shape_n"] > 0 for r in res["latent_blur"])
+
+
+def test_a_constant_latent_survives_any_blur(denoising, tiny_pipe):
+    """The 3x3 box blur (edges averaged over the places inside the picture) leaves a constant
+    latent unchanged, so every blur mix decodes to the clean reading."""
+    class Const(torch.nn.Module):
+        def __init__(self, vae):
+            super().__init__()
+            self.vae = vae
+
+        def encode(self, x):
+            z = torch.full((len(x), 4, 8, 8), 0.3)
+            return SimpleNamespace(latent_dist=SimpleNamespace(mean=z, sample=lambda generator=None: z))
+
+        def decode(self, z, **kw):
+            return self.vae.decode(z, **kw)
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.vae, name)
+
+    pipe = SimpleNamespace(vae=Const(tiny_pipe.vae), unet=tiny_pipe.unet, scheduler=tiny_pipe.scheduler,
+                           tokenizer=tiny_pipe.tokenizer, text_encoder=tiny_pipe.text_encoder,
+                           vae_scale_factor=8)
+    res = denoising.probe(pipe, n=4, timesteps=(0,), size=64)
+    clean = res["timesteps"][0]["x0"]
+    for r in res["latent_blur"]:
+        assert r["shape_named_right"] == clean["shape_named_right"] and r["crispness"] == pytest.approx(clean["crispness"])
 
 
 def test_zero_noise_prediction_scores_the_noise_itself(denoising, tiny_pipe):

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 
 from sdlearn.mini import recipe, variants, world
@@ -163,5 +164,20 @@ def test_cli_passes_the_text_encoder_options(monkeypatch, tmp_path):
     assert seen["text_init"] == Path("some/model") and seen["train_text"] is False and seen["steps"] == 3
     recipe.main(["unet", "--work", str(tmp_path), "--noise-offset", "0.1"])
     assert seen["noise_offset"] == 0.1
+    recipe.main(["unet", "--work", str(tmp_path), "--object-weight", "3"])
+    assert seen["object_weight"] == 3
     recipe.main(["unet", "--work", str(tmp_path)])
-    assert seen["text_init"] is None and seen["train_text"] is True
+    assert seen["text_init"] is None and seen["train_text"] is True and seen["object_weight"] == 0
+
+
+def test_object_masks_cover_the_rendered_objects(tmp_path):
+    """Drawn from the scenes alone, the latent-resolution masks hold every latent place that the
+    rendered picture's object mask touches, and a ring more; and they are cached."""
+    m = recipe._object_masks(tmp_path, 24, 16)
+    assert m.shape == (24, 1, 16, 16) and m.dtype == torch.uint8
+    for i in range(24):
+        s = world.sample(recipe.TRAIN_SEED, i, size=128)
+        touched = F.max_pool2d(torch.from_numpy(s.mask).float()[None, None], 8)[0] > 0
+        assert m[i][touched].all()
+        assert m[i].sum() > touched.sum()  # the ring around the object
+    assert torch.equal(recipe._object_masks(tmp_path, 24, 16), m)

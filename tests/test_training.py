@@ -134,6 +134,26 @@ def test_noise_offset_by_hand():
     assert not torch.allclose(loss, plain)  # and offset 0 (the default) draws no offset at all
 
 
+def test_spatial_weight_by_hand():
+    """``weight`` multiplies each latent place's squared error; all-ones is the plain loss."""
+    sched = training.noise_scheduler()
+    unet, te, _ = _stub_models()
+    x0, ids = torch.randn(6, 4, 8, 8), torch.randint(0, 100, (6, 77))
+    weight = 1 + 3 * (torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    loss = training.diffusion_loss(unet, te, x0, ids, sched, torch.Generator().manual_seed(3),
+                                   snr_gamma=None, weight=weight)
+    gen = torch.Generator().manual_seed(3)
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.randint(0, 1000, (6,), generator=gen)
+    abar = sched.alphas_cumprod[t][:, None, None, None]
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    assert torch.allclose(loss, (weight * (0.5 * x_t - noise) ** 2).mean(), rtol=1e-5)
+    plain = training.diffusion_loss(unet, te, x0, ids, sched, torch.Generator().manual_seed(3), snr_gamma=None)
+    ones = training.diffusion_loss(unet, te, x0, ids, sched, torch.Generator().manual_seed(3), snr_gamma=None,
+                                   weight=torch.ones(6, 1, 8, 8))
+    assert torch.allclose(ones, plain)
+
+
 def test_min_snr_weights_only_the_easy_steps():
     abar = training.noise_scheduler().alphas_cumprod
     snr = abar / (1 - abar)

@@ -234,6 +234,29 @@ def native_size(work: Path = DEFAULT_WORK) -> int:
     return int(torch.load(work / "latents.pt", weights_only=False, mmap=True).get("size", 64))
 
 
+def _object_masks(work: Path, n: int, latent: int) -> torch.Tensor:
+    """(n, 1, latent, latent) masks of the captioned objects of training pictures ``0..n-1``, at
+    latent resolution and one latent place wider than the object (its edge lies in that ring);
+    drawn from the scenes alone (no rendering), cached in ``work``."""
+    from PIL import Image, ImageDraw
+
+    path = work / f"masks_{TRAIN_SEED}_{n}_{latent}.pt"
+    if path.exists():
+        return torch.load(path)
+    fine = latent * 4
+    out = np.zeros((n, fine, fine), np.uint8)
+    for i in tqdm(range(n), desc="masks", mininterval=5):
+        img = Image.new("L", (fine, fine), 0)
+        for o in world.random_scene(np.random.default_rng([TRAIN_SEED, i])).objects:
+            ImageDraw.Draw(img).polygon(world.outline(o.shape, o.x * fine, o.y * fine, o.r * fine, o.angle), fill=1)
+        out[i] = np.asarray(img)
+    m = F.max_pool2d(torch.from_numpy(out).float()[:, None], 4)  # any coverage of a latent place
+    m = F.max_pool2d(m, 3, stride=1, padding=1)  # and the ring around it
+    work.mkdir(parents=True, exist_ok=True)
+    torch.save(m.to(torch.uint8), path)
+    return m.to(torch.uint8)
+
+
 def caption_batch(latents: torch.Tensor, input_ids: torch.Tensor, uncond: torch.Tensor, batch: int,
                   cond_drop: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A random batch ``(indices, latents, caption ids)``, each caption replaced by "" with
@@ -251,7 +274,7 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
                cond_drop: float = 0.1, ema_decay: float = 0.999, ckpt_every: int = 250,
                seed: int = 0, progress: bool = True, snr_gamma: float | None = None,
                stop_at: int | None = None, init: Path | None = None, text_init: Path | None = None,
-               train_text: bool = True, noise_offset: float = 0.0) -> Path:
+               train_text: bool = True, noise_offset: float = 0.0, object_weight: float = 0.0) -> Path:
     """Train the text encoder and UNet jointly on cached latents, with caption dropout.
 
     ``cond_drop`` (10 %) replaces the caption by "" so the same network also learns the
@@ -264,7 +287,8 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
     ``text_init``: a pipeline folder whose ``text_encoder`` alone to start from, and
     ``train_text=False`` freezes it — SD 1.5's own recipe, which trains its UNet under a frozen,
     pretrained CLIP text encoder. ``noise_offset``: see ``training.diffusion_loss`` (at 128 px
-    without it the caption never sets the background).
+    without it the caption never sets the background). ``object_weight`` λ > 0 weights the
+    squared error by 1 + λ on the latent places of the captioned objects (``_object_masks``).
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
@@ -281,11 +305,14 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr
         te.load_state_dict(CLIPTextModel.from_pretrained(text_init, subfolder="text_encoder").state_dict())
     te.requires_grad_(train_text)
     sched, ck = noise_scheduler(), work / "unet.pt"
+    masks = _object_masks(work, latents.shape[0], latents.shape[-1]) if object_weight else None
 
     def step_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        _, x0, ids = caption_batch(latents, input_ids, uncond, batch, cond_drop, gen)
-        return diffusion_loss(unet, te, x0, ids, sched, gen, snr_gamma=snr_gamma, noise_offset=noise_offset)
+        idx, x0, ids = caption_batch(latents, input_ids, uncond, batch, cond_drop, gen)
+        weight = None if masks is None else 1 + object_weight * masks[idx].float()
+        return diffusion_loss(unet, te, x0, ids, sched, gen, snr_gamma=snr_gamma, noise_offset=noise_offset,
+                              weight=weight)
 
     trained = list(unet.parameters()) + (list(te.parameters()) if train_text else [])
     log = fit(step_fn, trained, steps, lr=lr, ema_decay=ema_decay,
@@ -380,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--text-init", type=Path, default=None, help="unet: a pipeline folder whose text encoder to start from")
     p.add_argument("--freeze-text", action="store_true", help="unet: keep the text encoder fixed (SD 1.5's recipe)")
     p.add_argument("--noise-offset", type=float, default=0.0, help="unet: offset noise (diffusers' --noise_offset)")
+    p.add_argument("--object-weight", type=float, default=0.0, help="unet: extra loss weight on the objects' latent places")
     p.add_argument("--snr-gamma", type=float, default=None, help="unet: Min-SNR-γ loss weight (default: plain MSE)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--stop-at", type=int, default=None, help="vae, unet: stop after this many steps of the schedule")
@@ -402,7 +430,8 @@ def main(argv: list[str] | None = None) -> None:
         encode_world(a.work, size=a.size, **({"n": a.n} if a.n else {}))
     elif a.stage == "unet":
         train_unet(a.work, stop_at=a.stop_at, init=a.init, snr_gamma=a.snr_gamma, text_init=a.text_init,
-                   train_text=not a.freeze_text, noise_offset=a.noise_offset, **steps,
+                   train_text=not a.freeze_text, noise_offset=a.noise_offset,
+                   object_weight=a.object_weight, **steps,
                    **({"lr": a.lr} if a.lr else {}))
     else:
         print(export(a.work, out=a.out))
