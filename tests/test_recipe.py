@@ -181,3 +181,21 @@ def test_object_masks_cover_the_rendered_objects(tmp_path):
         assert m[i][touched].all()
         assert m[i].sum() > touched.sum()  # the ring around the object
     assert torch.equal(recipe._object_masks(tmp_path, 24, 16), m)
+
+
+def test_vae_latent_blur_feeds_the_decoder_a_partly_smoothed_latent(tmp_path, monkeypatch):
+    """``latent_blur=0.5``: the decoder reads (1 - a) z + a blur3x3(z), a in [0, 0.5] a sample,
+    where z is the very latent the plain run decodes (same seed, same step)."""
+    from diffusers import AutoencoderKL
+
+    seen = []
+    decode = AutoencoderKL.decode
+    monkeypatch.setattr(AutoencoderKL, "decode", lambda self, z, *a, **k: seen.append(z.detach().clone()) or decode(self, z, *a, **k))
+    recipe.train_vae(tmp_path / "plain", steps=1, batch=3, photo_frac=0.0, progress=False)
+    recipe.train_vae(tmp_path / "blur", steps=1, batch=3, photo_frac=0.0, progress=False, latent_blur=0.5)
+    z, got = seen
+    smooth = F.avg_pool2d(z, 3, stride=1, padding=1, count_include_pad=False)
+    d = (smooth - z).flatten(1)
+    a = ((got - z).flatten(1) * d).sum(1) / d.pow(2).sum(1)  # the mix share, sample by sample
+    assert ((a >= 0) & (a <= 0.5)).all() and not torch.allclose(got, z)
+    assert torch.allclose(got, z + a[:, None, None, None] * (smooth - z), atol=1e-5)

@@ -94,7 +94,7 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
               lr: float = 1e-3, kl_weight: float = 1e-6, photo_frac: float = 0.1,
               ckpt_every: int = 250, seed: int = 0, decoder_only: bool = False,
               progress: bool = True, pool: int = 0, init: Path | None = None,
-              stop_at: int | None = None) -> Path:
+              stop_at: int | None = None, latent_blur: float = 0.0, size: int = 64) -> Path:
     """Train the AutoencoderKL with L1 + MSE reconstruction and a tiny KL term (as SD's VAE).
 
     The VAE is fully convolutional (plus attention at the bottleneck), so training on 32x32
@@ -107,6 +107,10 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
     pictures rendered once (``world_pictures``) instead of rendering each batch's in the loop.
     ``init``: a diffusers VAE folder to start from instead of random weights (sd-mini v2's VAE
     is v1's, fine-tuned on world v2: it already knows shapes, colours and photos).
+    ``latent_blur`` a > 0: the decoder reads each sampled latent with a 3x3 box blur mixed in at
+    a random share in [0, a], so the encoder must put what tells shapes apart where a smoothed
+    latent keeps it (``benchmarks/denoising.py``'s ``latent_blur`` reading measures that).
+    ``size``: the pool's picture size in px.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
@@ -121,7 +125,7 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
         vae.load_state_dict(torch.load(work / "vae.pt", weights_only=False)["model"])
         vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
     photos = _photo_pool() if photo_frac > 0 else []
-    pictures = world_pictures(work, pool) if pool else None
+    pictures = world_pictures(work, pool, size) if pool else None
 
     def step_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         rng = np.random.default_rng([seed, step, int(decoder_only)])
@@ -132,7 +136,11 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
             rec, kl = vae.decode(z).sample, torch.zeros(())
         else:
             post = vae.encode(x).latent_dist
-            rec, kl = vae.decode(post.sample()).sample, post.kl().mean()
+            z = post.sample()  # (B, 4, crop/8, crop/8)
+            if latent_blur:
+                a = latent_blur * torch.rand((len(z), 1, 1, 1), generator=torch.Generator().manual_seed(step))
+                z = (1 - a) * z + a * F.avg_pool2d(z, 3, stride=1, padding=1, count_include_pad=False)
+            rec, kl = vae.decode(z).sample, post.kl().mean()
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + kl_weight * kl
         return loss, {"psnr": psnr(rec.detach(), x)}
 
