@@ -259,10 +259,10 @@ def _object_masks(work: Path, n: int, latent: int) -> torch.Tensor:
             ImageDraw.Draw(img).polygon(world.outline(o.shape, o.x * fine, o.y * fine, o.r * fine, o.angle), fill=1)
         out[i] = np.asarray(img)
     m = F.max_pool2d(torch.from_numpy(out).float()[:, None], 4)  # any coverage of a latent place
-    m = F.max_pool2d(m, 3, stride=1, padding=1)  # and the ring around it
+    m = F.max_pool2d(m, 3, stride=1, padding=1).to(torch.uint8)  # and the ring around it
     work.mkdir(parents=True, exist_ok=True)
-    torch.save(m.to(torch.uint8), path)
-    return m.to(torch.uint8)
+    torch.save(m, path)
+    return m
 
 
 def caption_batch(latents: torch.Tensor, input_ids: torch.Tensor, uncond: torch.Tensor, batch: int,
