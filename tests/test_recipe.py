@@ -199,3 +199,32 @@ def test_vae_latent_blur_feeds_the_decoder_a_partly_smoothed_latent(tmp_path, mo
     a = ((got - z).flatten(1) * d).sum(1) / d.pow(2).sum(1)  # the mix share, sample by sample
     assert ((a >= 0) & (a <= 0.5)).all() and not torch.allclose(got, z)
     assert torch.allclose(got, z + a[:, None, None, None] * (smooth - z), atol=1e-5)
+
+
+def test_vae_decoder_only_latent_blur_smooths_the_frozen_encoders_mean(tmp_path, monkeypatch):
+    """``decoder_only=True, latent_blur=0.5``: the decoder reads the frozen encoder's latent mean
+    with the same per-sample blur mix, and the encoder's weights do not move."""
+    from diffusers import AutoencoderKL
+
+    recipe.train_vae(tmp_path, steps=1, batch=3, photo_frac=0.0, progress=False)
+    before = torch.load(tmp_path / "vae.pt", weights_only=False)["model"]
+    seen, means = [], []
+    decode, encode = AutoencoderKL.decode, AutoencoderKL.encode
+    monkeypatch.setattr(AutoencoderKL, "decode", lambda self, z, *a, **k: seen.append(z.detach().clone()) or decode(self, z, *a, **k))
+
+    def spy(self, x, *a, **k):
+        out = encode(self, x, *a, **k)
+        means.append(out.latent_dist.mean.detach().clone())
+        return out
+
+    monkeypatch.setattr(AutoencoderKL, "encode", spy)
+    recipe.train_vae(tmp_path, steps=1, batch=3, photo_frac=0.0, progress=False, decoder_only=True, latent_blur=0.5)
+    (got,), (z,) = seen, means
+    smooth = F.avg_pool2d(z, 3, stride=1, padding=1, count_include_pad=False)
+    d = (smooth - z).flatten(1)
+    a = ((got - z).flatten(1) * d).sum(1) / d.pow(2).sum(1)
+    assert ((a >= 0) & (a <= 0.5)).all() and not torch.allclose(got, z)
+    assert torch.allclose(got, z + a[:, None, None, None] * (smooth - z), atol=1e-5)
+    after = torch.load(tmp_path / "vae_ft.pt", weights_only=False)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("encoder.", "quant_conv.")))
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))

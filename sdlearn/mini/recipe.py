@@ -109,7 +109,9 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
     is v1's, fine-tuned on world v2: it already knows shapes, colours and photos).
     ``latent_blur`` a > 0: the decoder reads each sampled latent with a 3x3 box blur mixed in at
     a random share in [0, a], so the encoder must put what tells shapes apart where a smoothed
-    latent keeps it (``benchmarks/denoising.py``'s ``latent_blur`` reading measures that).
+    latent keeps it (``benchmarks/denoising.py``'s ``latent_blur`` reading measures that). With
+    ``decoder_only`` the blurred latent is the frozen encoder's mean: the decoder alone learns to
+    read smoothed codes, and cached latents stay valid.
     ``size``: the pool's picture size in px.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
@@ -133,14 +135,14 @@ def train_vae(work: Path = DEFAULT_WORK, steps: int = 5000, batch: int = 32, cro
         if decoder_only:
             with torch.no_grad():
                 z = vae.encode(x).latent_dist.mean  # what the UNet learns to produce
-            rec, kl = vae.decode(z).sample, torch.zeros(())
+            kl = torch.zeros(())
         else:
             post = vae.encode(x).latent_dist
-            z = post.sample()  # (B, 4, crop/8, crop/8)
-            if latent_blur:
-                a = latent_blur * torch.rand((len(z), 1, 1, 1), generator=torch.Generator().manual_seed(step))
-                z = (1 - a) * z + a * F.avg_pool2d(z, 3, stride=1, padding=1, count_include_pad=False)
-            rec, kl = vae.decode(z).sample, post.kl().mean()
+            z, kl = post.sample(), post.kl().mean()  # (B, 4, crop/8, crop/8)
+        if latent_blur:
+            a = latent_blur * torch.rand((len(z), 1, 1, 1), generator=torch.Generator().manual_seed(step))
+            z = (1 - a) * z + a * F.avg_pool2d(z, 3, stride=1, padding=1, count_include_pad=False)
+        rec = vae.decode(z).sample
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + kl_weight * kl
         return loss, {"psnr": psnr(rec.detach(), x)}
 
