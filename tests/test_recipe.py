@@ -183,6 +183,15 @@ def test_object_masks_cover_the_rendered_objects(tmp_path):
     assert torch.equal(recipe._object_masks(tmp_path, 24, 16), m)
 
 
+def _assert_blur_mix(got: torch.Tensor, z: torch.Tensor, most: float = 0.5) -> None:
+    """``got`` is (1 - a) z + a blur3x3(z) with a in [0, most] a sample, and not z itself."""
+    smooth = F.avg_pool2d(z, 3, stride=1, padding=1, count_include_pad=False)
+    d = (smooth - z).flatten(1)
+    a = ((got - z).flatten(1) * d).sum(1) / d.pow(2).sum(1)  # the mix share, sample by sample
+    assert ((a >= 0) & (a <= most)).all() and not torch.allclose(got, z)
+    assert torch.allclose(got, z + a[:, None, None, None] * (smooth - z), atol=1e-5)
+
+
 def test_vae_latent_blur_feeds_the_decoder_a_partly_smoothed_latent(tmp_path, monkeypatch):
     """``latent_blur=0.5``: the decoder reads (1 - a) z + a blur3x3(z), a in [0, 0.5] a sample,
     where z is the very latent the plain run decodes (same seed, same step)."""
@@ -194,11 +203,7 @@ def test_vae_latent_blur_feeds_the_decoder_a_partly_smoothed_latent(tmp_path, mo
     recipe.train_vae(tmp_path / "plain", steps=1, batch=3, photo_frac=0.0, progress=False)
     recipe.train_vae(tmp_path / "blur", steps=1, batch=3, photo_frac=0.0, progress=False, latent_blur=0.5)
     z, got = seen
-    smooth = F.avg_pool2d(z, 3, stride=1, padding=1, count_include_pad=False)
-    d = (smooth - z).flatten(1)
-    a = ((got - z).flatten(1) * d).sum(1) / d.pow(2).sum(1)  # the mix share, sample by sample
-    assert ((a >= 0) & (a <= 0.5)).all() and not torch.allclose(got, z)
-    assert torch.allclose(got, z + a[:, None, None, None] * (smooth - z), atol=1e-5)
+    _assert_blur_mix(got, z)
 
 
 def test_vae_decoder_only_latent_blur_smooths_the_frozen_encoders_mean(tmp_path, monkeypatch):
@@ -220,11 +225,7 @@ def test_vae_decoder_only_latent_blur_smooths_the_frozen_encoders_mean(tmp_path,
     monkeypatch.setattr(AutoencoderKL, "encode", spy)
     recipe.train_vae(tmp_path, steps=1, batch=3, photo_frac=0.0, progress=False, decoder_only=True, latent_blur=0.5)
     (got,), (z,) = seen, means
-    smooth = F.avg_pool2d(z, 3, stride=1, padding=1, count_include_pad=False)
-    d = (smooth - z).flatten(1)
-    a = ((got - z).flatten(1) * d).sum(1) / d.pow(2).sum(1)
-    assert ((a >= 0) & (a <= 0.5)).all() and not torch.allclose(got, z)
-    assert torch.allclose(got, z + a[:, None, None, None] * (smooth - z), atol=1e-5)
+    _assert_blur_mix(got, z)
     after = torch.load(tmp_path / "vae_ft.pt", weights_only=False)["model"]
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("encoder.", "quant_conv.")))
     assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
