@@ -123,7 +123,7 @@ def test_mini_components_sizes():
         mini_components(size=96)
 
 
-@pytest.mark.parametrize("cli, stages", [(recipe, "{vae,vae-save,vae-load,vae-ft,latents,unet,export}"),
+@pytest.mark.parametrize("cli, stages", [(recipe, "{vae,vae-save,vae-load,vae-ft,latents,clip,unet,export}"),
                                          (variants, "{prepare,train,export}")])
 def test_cli_help(capsys, cli, stages):
     """What the Makefile's sd-mini and sd-mini-variants targets call."""

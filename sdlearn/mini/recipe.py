@@ -6,6 +6,7 @@ Each trainer writes only its step (a batch and its loss); the loop is ``sdlearn.
 
     python -m sdlearn.mini.recipe vae     --steps 6000   # AutoencoderKL on world images + photo crops
     python -m sdlearn.mini.recipe latents --n 60000      # encode the training world once
+    python -m sdlearn.mini.recipe clip    --steps 1200   # a mini CLIP: the text encoder, contrastively
     python -m sdlearn.mini.recipe unet    --steps 8000   # CLIPTextModel + UNet2DConditionModel, CFG dropout
     python -m sdlearn.mini.recipe export                 # diffusers folder -> sdlearn/data/sd-mini
 
@@ -404,12 +405,13 @@ def main(argv: list[str] | None = None) -> None:
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     p = argparse.ArgumentParser(prog="python -m sdlearn.mini.recipe", description=__doc__.split("\n")[0])
-    p.add_argument("stage", choices=["vae", "vae-save", "vae-load", "vae-ft", "latents", "unet", "export"])
+    p.add_argument("stage", choices=["vae", "vae-save", "vae-load", "vae-ft", "latents", "clip", "unet", "export"])
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=None, help="latents: how many world images to encode")
     p.add_argument("--size", type=int, default=64, help="latents: the model's native picture size in px")
-    p.add_argument("--out", type=Path, default=None, help="export: folder (default: the package's sd-mini)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="export: folder (default: the package's sd-mini); clip: folder for text_encoder/ (default: WORK/clip)")
     p.add_argument("--photo-frac", type=float, default=0.1, help="vae: share of photo crops in a batch")
     p.add_argument("--pool", type=int, default=50000, help="vae, vae-ft: world pictures rendered once and cycled")
     p.add_argument("--init", type=Path, default=None, help="vae: a diffusers VAE folder to start from; unet: a pipeline folder")
@@ -438,6 +440,10 @@ def main(argv: list[str] | None = None) -> None:
                   **({"steps": a.steps} if a.steps else {"steps": 2000}))
     elif a.stage == "latents":
         encode_world(a.work, size=a.size, **({"n": a.n} if a.n else {}))
+    elif a.stage == "clip":  # the text encoder, pretrained contrastively (see sdlearn.mini.clip)
+        from .clip import train_clip
+
+        print(train_clip(a.work, out=a.out, **steps))
     elif a.stage == "unet":
         train_unet(a.work, stop_at=a.stop_at, init=a.init, snr_gamma=a.snr_gamma, text_init=a.text_init,
                    train_text=not a.freeze_text, noise_offset=a.noise_offset,
