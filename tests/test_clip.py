@@ -2,6 +2,7 @@
 scale, whose text encoder the UNet stage then reads frozen (SD 1.5's recipe)."""
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from transformers import CLIPTextModel
@@ -79,3 +80,17 @@ def test_recipe_cli_runs_the_clip_stage(monkeypatch, tmp_path):
     monkeypatch.setattr(clip, "train_clip", lambda work, **kw: seen.update(work=work, **kw) or tmp_path)
     recipe.main(["clip", "--work", str(tmp_path), "--steps", "7", "--out", str(tmp_path / "te")])
     assert seen == {"work": tmp_path, "steps": 7, "out": tmp_path / "te"}
+
+
+def test_word_similarity_reads_the_filled_in_word():
+    te, tok = mini_components()["text_encoder"], load_tokenizer()
+    colours = ["red", "blue", "green"]
+    ids = tok([f"a {c} circle" for c in colours], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        h = F.normalize(te(ids)[0][:, 2], dim=-1)  # BOS, a, colour
+    assert torch.allclose(clip.word_similarity(te, tok, "a {} circle", colours), h @ h.T, atol=1e-6)
+    assert torch.equal(clip.shape_word_similarity(te, tok), clip.word_similarity(te, tok, "a red {}", clip.SHAPE_PROBE))
+    with pytest.raises(ValueError, match="one token"):
+        clip.word_similarity(te, tok, "a {} circle", ["red", "ultramarine-ish"])
+    with pytest.raises(ValueError, match="exactly one"):
+        clip.word_similarity(te, tok, "a red circle", colours)

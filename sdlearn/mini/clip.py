@@ -2,7 +2,8 @@
 
 SD 1.5 never trained its text encoder: it took CLIP ViT-L/14's, trained contrastively on
 image-caption pairs (Radford et al. 2021, arXiv:2103.00020), and kept it frozen while its UNet
-learnt (Rombach et al. 2022, arXiv:2112.10752, section 4.3). So every word SD reads already
+learnt ("a fixed, pretrained text encoder (CLIP ViT-L/14)", SD 1.5's model card on the Hugging
+Face Hub, stable-diffusion-v1-5/stable-diffusion-v1-5). So every word SD reads already
 means something different from its neighbours before the UNet sees it. sd-mini's first text
 encoder was trained jointly with its UNet instead, and it learnt what that UNet learnt: colours
 and backgrounds, but not shapes. At the shape word of "a red circle", "a red square" and
@@ -21,14 +22,17 @@ Introduced in notebooks/11_training_sd_mini.ipynb.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..text import tokenize
 from ..training import fit, plot_losses
 from .configs import mini_components
+from .recipe import load_latents
 
 SHAPE_PROBE = ("circle", "square", "triangle", "star", "cross", "diamond")
 
@@ -84,8 +88,6 @@ def train_clip(work: Path, steps: int = 2000, batch: int = 256, lr: float = 1e-3
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
-    from .recipe import load_latents
-
     latents, input_ids, _ = load_latents(work)
     torch.manual_seed(seed)
     te = mini_components(seed)["text_encoder"]
@@ -111,14 +113,25 @@ def train_clip(work: Path, steps: int = 2000, batch: int = 256, lr: float = 1e-3
 
 
 @torch.no_grad()
-def shape_word_similarity(text_encoder: nn.Module, tokenizer, colour: str = "red") -> torch.Tensor:
-    """(6, 6) cosine similarities of the text encoder's outputs at the shape word of
-    "a {colour} {shape}" for the six world shapes: near 1 off the diagonal means the UNet reads
-    those shapes as one word.
+def word_similarity(text_encoder: nn.Module, tokenizer, template: str, words: Sequence[str]) -> torch.Tensor:
+    """(N, N) cosine similarities of the text encoder's outputs at the word filled into
+    ``template`` (one ``{}``), e.g. ``"a red {}"`` with shape words: near 1 off the diagonal means
+    the UNet reads those words as one. Each word must be one token (checked before encoding).
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
-    ids = tokenizer([f"a {colour} {s}" for s in SHAPE_PROBE], padding="max_length", max_length=77,
-                    return_tensors="pt").input_ids
-    h = F.normalize(text_encoder(ids)[0][:, 3], dim=-1)  # BOS, a, colour, shape
+    if template.count("{}") != 1:
+        raise ValueError(f"template needs exactly one {{}}, got {template!r}")
+    if long := [w for w in words if len(tokenizer(w).input_ids) != 3]:  # BOS, the word, EOS
+        raise ValueError(f"each word must be one token; these are not: {long}")
+    position = len(tokenizer(template.split("{}")[0].strip()).input_ids) - 1  # BOS + prefix tokens
+    h = F.normalize(text_encoder(tokenize(tokenizer, [template.format(w) for w in words]))[0][:, position], dim=-1)
     return h @ h.T
+
+
+def shape_word_similarity(text_encoder: nn.Module, tokenizer, colour: str = "red") -> torch.Tensor:
+    """(6, 6) ``word_similarity`` of the six world shapes in "a {colour} {shape}".
+
+    Introduced in notebooks/11_training_sd_mini.ipynb.
+    """
+    return word_similarity(text_encoder, tokenizer, f"a {colour} {{}}", SHAPE_PROBE)
