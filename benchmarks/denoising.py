@@ -33,11 +33,12 @@ from common import ROOT, load_model, save_json
 
 TIMESTEPS = (0, 100, 200, 400, 600, 800)
 BLUR_MIX = (0.25, 0.5, 1.0)
+REFINE = (0.08, 0.12, 0.2, 0.3, 0.5)  # img2img strengths: 25 DDIM steps from t = 41, 81, 161, 241, 441
 
 
 def _read(pipe: Any, z: Any, samples: list, batch: int) -> dict:
-    """Decode latents ``z`` and read them with scorer v2: shapes named right ("none" wrong) and the
-    mean crispness of the largest object."""
+    """Decode latents ``z`` and read them with scorer v2: shapes named right ("none" wrong), and
+    the mean crispness and median outline error of the largest object."""
     import torch
 
     from sdlearn.latents import decode
@@ -49,11 +50,35 @@ def _read(pipe: Any, z: Any, samples: list, batch: int) -> dict:
     shape = [r["shape_ok"] for r in scores if r["shape_ok"] is not None]
     objs = [r["reading"]["objects"] for r in scores]
     return {"shape_named_right": float(np.mean(shape)), "shape_n": len(shape),
-            "crispness": float(np.mean([o[0]["crispness"] for o in objs if o]))}
+            "crispness": float(np.mean([o[0]["crispness"] for o in objs if o])),
+            "outline_error": float(np.median([o[0]["err"] for o in objs if o]))}
+
+
+def refine_latents(pipe: Any, z0: Any, noise: Any, emb: Any, strength: float, steps: int = 25,
+                   batch: int = 64) -> tuple[int, Any]:
+    """img2img from the clean latents ``z0``: noised with ``noise`` to the first timestep that
+    ``strength`` runs (25 DDIM steps), then the model's own DDIM steps with the captions' ``emb``
+    at w = 1 down to t = 0. Returns (that first timestep, the final latents)."""
+    from types import SimpleNamespace
+
+    import torch
+    from diffusers import DDIMScheduler
+
+    from sdlearn.img2img import start_timesteps
+    from sdlearn.sampling import denoise
+
+    sched = DDIMScheduler.from_config(pipe.scheduler.config)  # deterministic: the same start, the same end
+    sched.set_timesteps(steps)
+    t_start, timesteps = start_timesteps(sched, steps, strength)
+    zt = sched.add_noise(z0, noise, timesteps[:1].repeat(len(z0)))  # (N, 4, h, w) x_t
+    runner = SimpleNamespace(unet=pipe.unet, scheduler=sched)  # denoise needs only these two
+    z = torch.cat([denoise(runner, zt[i:i + batch], emb[i:i + batch], 1.0, start_step=t_start)
+                   for i in range(0, len(zt), batch)])
+    return int(timesteps[0]), z
 
 
 def probe(pipe: Any, n: int = 192, timesteps: Sequence[int] = TIMESTEPS, seed: int = 0, batch: int = 64,
-          size: int | None = None) -> dict:
+          size: int | None = None, refine: Sequence[float] = REFINE) -> dict:
     """The figures above for ``pipe`` (a StableDiffusionPipeline over world v2), at its native size."""
     import torch
     import torch.nn.functional as F
@@ -94,6 +119,10 @@ def probe(pipe: Any, n: int = 192, timesteps: Sequence[int] = TIMESTEPS, seed: i
         blurred = F.avg_pool2d(z0, 3, stride=1, padding=1, count_include_pad=False)  # (N, 4, h, w)
         out["latent_blur"] = [{"mix": a, **_read(pipe, (1 - a) * z0 + a * blurred, samples, batch)}
                               for a in BLUR_MIX]
+        for s in refine:
+            t_start, z = refine_latents(pipe, z0, noise, emb, s, batch=batch)
+            out.setdefault("refine", []).append({"strength": s, "t_start": t_start, **_read(pipe, z, samples, batch)})
+        out.setdefault("refine", [])
     return out
 
 
@@ -112,10 +141,14 @@ def main(argv: list[str] | None = None, pipe: Any = None) -> dict:
     for row in result["timesteps"]:
         gain = "" if row["caption_gain"] is None else f", caption gain {row['caption_gain']:.1%}"
         print(f"t={row['t']:4d}  eps MSE {row['eps_mse']['all']:.4f} (plain {row['eps_mse']['plain']:.4f}{gain})  "
-              f"x0: shape {row['x0']['shape_named_right']:.0%}, crispness {row['x0']['crispness']:.3f}")
+              f"x0: shape {row['x0']['shape_named_right']:.0%}, crispness {row['x0']['crispness']:.3f}, "
+              f"outline error {row['x0']['outline_error']:.2f} px")
     for row in result["latent_blur"]:
         print(f"VAE alone, latents {row['mix']:.0%} blurred: shape {row['shape_named_right']:.0%}, "
-              f"crispness {row['crispness']:.3f}")
+              f"crispness {row['crispness']:.3f}, outline error {row['outline_error']:.2f} px")
+    for row in result["refine"]:
+        print(f"img2img from the ground truth, strength {row['strength']} (t = {row['t_start']}): shape "
+              f"{row['shape_named_right']:.0%}, crispness {row['crispness']:.3f}, outline error {row['outline_error']:.2f} px")
     save_json(args.out, result)
     return result
 

@@ -22,6 +22,9 @@ def test_probe_on_tiny(denoising, tiny_pipe, tmp_path):
         assert (r["caption_gain"] is None) == (r["t"] == 0)
     assert [r["mix"] for r in res["latent_blur"]] == list(denoising.BLUR_MIX)
     assert all(0 <= r["shape_named_right"] <= 1 and r["shape_n"] > 0 for r in res["latent_blur"])
+    assert [r["strength"] for r in res["refine"]] == list(denoising.REFINE)
+    assert [r["t_start"] for r in res["refine"]] == [41, 81, 161, 241, 441]  # 25 DDIM steps over SD 1.5's timesteps
+    assert all(r["outline_error"] >= 0 and 0 <= r["shape_named_right"] <= 1 for r in res["refine"])
 
 
 def test_a_constant_latent_survives_any_blur(denoising, tiny_pipe):
@@ -48,7 +51,7 @@ def test_a_constant_latent_survives_any_blur(denoising, tiny_pipe):
     pipe = SimpleNamespace(vae=Const(tiny_pipe.vae), unet=tiny_pipe.unet, scheduler=tiny_pipe.scheduler,
                            tokenizer=tiny_pipe.tokenizer, text_encoder=tiny_pipe.text_encoder,
                            vae_scale_factor=8)
-    res = denoising.probe(pipe, n=4, timesteps=(0,), size=64)
+    res = denoising.probe(pipe, n=4, timesteps=(0,), size=64, refine=())
     clean = res["timesteps"][0]["x0"]
     for r in res["latent_blur"]:
         assert r["shape_named_right"] == clean["shape_named_right"] and r["crispness"] == pytest.approx(clean["crispness"])
@@ -61,8 +64,35 @@ def test_zero_noise_prediction_scores_the_noise_itself(denoising, tiny_pipe):
 
     pipe = SimpleNamespace(vae=tiny_pipe.vae, unet=Zero(), scheduler=tiny_pipe.scheduler,
                            tokenizer=tiny_pipe.tokenizer, text_encoder=tiny_pipe.text_encoder)
-    res = denoising.probe(pipe, n=4, timesteps=(0, 500), size=64)
+    res = denoising.probe(pipe, n=4, timesteps=(0, 500), size=64, refine=())
     noise = torch.randn((4, 4, 8, 8), generator=torch.Generator().manual_seed(0))
     for r in res["timesteps"]:
         assert r["eps_mse"]["all"] == pytest.approx(float(noise.pow(2).mean()), rel=1e-5)
     assert res["timesteps"][1]["caption_gain"] == pytest.approx(0.0, abs=1e-6)  # it ignores the text
+
+
+def test_refine_with_the_true_noise_returns_the_ground_truth(denoising, tiny_pipe):
+    """A UNet that knows the clean latents, and so predicts the exact noise, makes DDIM land on
+    them from any strength: the refine reading measures only the model's own error. (Exactly, on
+    x_0 at SD's last alpha: with ``set_alpha_to_one=False`` DDIM's last step goes to ᾱ_0 = 0.99915,
+    not to 1, so √(1-ᾱ_0) = 0.029 of the noise stays, as in the pipeline.)"""
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+    z0 = torch.randn((3, 4, 8, 8), generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(2))
+    abar = tiny_pipe.scheduler.alphas_cumprod
+
+    class Oracle(torch.nn.Module):
+        def forward(self, z, t, encoder_hidden_states, return_dict=True):
+            a = abar[t].reshape(-1, 1, 1, 1)
+            return UNet2DConditionOutput(sample=(z - a.sqrt() * z0) / (1 - a).sqrt())  # eps = (x_t - √ᾱ x0) / √(1-ᾱ)
+
+    pipe = SimpleNamespace(unet=Oracle(), scheduler=tiny_pipe.scheduler)
+    emb = torch.zeros(3, 77, 32)
+    assert not tiny_pipe.scheduler.config.set_alpha_to_one
+    end = abar[0].sqrt() * z0 + (1 - abar[0]).sqrt() * noise
+    for strength, first in zip(denoising.REFINE, (41, 81, 161, 241, 441)):
+        t_start, z = denoising.refine_latents(pipe, z0, noise, emb, strength)
+        assert t_start == first
+        assert torch.allclose(z, end, atol=1e-4)
+        assert not torch.allclose(z, z0, atol=1e-4)  # the check can tell 0.029 of the noise
