@@ -57,7 +57,7 @@ def _read(pipe: Any, z: Any, samples: list, batch: int) -> dict:
 def refine_latents(pipe: Any, z0: Any, noise: Any, emb: Any, strength: float, steps: int = 25,
                    batch: int = 64) -> tuple[int, Any]:
     """img2img from the clean latents ``z0``: noised with ``noise`` to the first timestep that
-    ``strength`` runs (25 DDIM steps), then the model's own DDIM steps with the captions' ``emb``
+    ``strength`` runs (of ``steps`` DDIM steps), then the model's own DDIM steps with the captions' ``emb``
     at w = 1 down to t = 0. Returns (that first timestep, the final latents)."""
     from types import SimpleNamespace
 
@@ -119,10 +119,10 @@ def probe(pipe: Any, n: int = 192, timesteps: Sequence[int] = TIMESTEPS, seed: i
         blurred = F.avg_pool2d(z0, 3, stride=1, padding=1, count_include_pad=False)  # (N, 4, h, w)
         out["latent_blur"] = [{"mix": a, **_read(pipe, (1 - a) * z0 + a * blurred, samples, batch)}
                               for a in BLUR_MIX]
+        out["refine"] = []
         for s in refine:
             t_start, z = refine_latents(pipe, z0, noise, emb, s, batch=batch)
-            out.setdefault("refine", []).append({"strength": s, "t_start": t_start, **_read(pipe, z, samples, batch)})
-        out.setdefault("refine", [])
+            out["refine"].append({"strength": s, "t_start": t_start, **_read(pipe, z, samples, batch)})
     return out
 
 

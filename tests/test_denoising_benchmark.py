@@ -6,6 +6,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+REFINE_STARTS = [41, 81, 161, 241, 441]  # the first timestep of each REFINE strength: 25 DDIM steps over SD 1.5's
+
+
 @pytest.fixture(scope="module")
 def denoising(load_benchmark):
     yield load_benchmark("denoising")
@@ -23,7 +26,7 @@ def test_probe_on_tiny(denoising, tiny_pipe, tmp_path):
     assert [r["mix"] for r in res["latent_blur"]] == list(denoising.BLUR_MIX)
     assert all(0 <= r["shape_named_right"] <= 1 and r["shape_n"] > 0 for r in res["latent_blur"])
     assert [r["strength"] for r in res["refine"]] == list(denoising.REFINE)
-    assert [r["t_start"] for r in res["refine"]] == [41, 81, 161, 241, 441]  # 25 DDIM steps over SD 1.5's timesteps
+    assert [r["t_start"] for r in res["refine"]] == REFINE_STARTS
     assert all(r["outline_error"] >= 0 and 0 <= r["shape_named_right"] <= 1 for r in res["refine"])
 
 
@@ -91,7 +94,7 @@ def test_refine_with_the_true_noise_returns_the_ground_truth(denoising, tiny_pip
     emb = torch.zeros(3, 77, 32)
     assert not tiny_pipe.scheduler.config.set_alpha_to_one
     end = abar[0].sqrt() * z0 + (1 - abar[0]).sqrt() * noise
-    for strength, first in zip(denoising.REFINE, (41, 81, 161, 241, 441)):
+    for strength, first in zip(denoising.REFINE, REFINE_STARTS):
         t_start, z = denoising.refine_latents(pipe, z0, noise, emb, strength)
         assert t_start == first
         assert torch.allclose(z, end, atol=1e-4)

@@ -33,8 +33,9 @@ from ..text import tokenize
 from ..training import fit, plot_losses
 from .configs import mini_components
 from .recipe import load_latents
+from .world import SHAPES
 
-SHAPE_PROBE = ("circle", "square", "triangle", "star", "cross", "diamond")
+SHAPE_PROBE = SHAPES  # the six training shapes, from the world itself (not the held-out heart)
 
 
 class LatentImageEncoder(nn.Module):
