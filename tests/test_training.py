@@ -42,6 +42,46 @@ def test_ema_update_formula():
         assert torch.allclose(e, x, atol=1e-7)
 
 
+def test_ema_decay_at_is_diffusers_ema_warmup():
+    from diffusers.training_utils import EMAModel
+
+    for decay in (0.9, 0.999):
+        ref = EMAModel([torch.nn.Parameter(torch.zeros(1))], decay=decay)
+        # EMAModel counts its updates from 1 (it increments before asking get_decay); fit from 0
+        assert [training.ema_decay_at(s, decay) for s in range(12000)] == \
+            [ref.get_decay(s + 1) for s in range(12000)]
+    assert training.ema_decay_at(0, 0.999) == 0.0  # the first update copies the weights
+    assert training.ema_decay_at(8989, 0.999) < 0.999 == training.ema_decay_at(8990, 0.999)
+    with pytest.raises(ValueError, match="decay"):
+        training.ema_decay_at(5, 1.0)
+
+
+def test_fit_ema_is_the_warmed_up_average():
+    """fit's EMA equals the average computed by hand from the weights after every step, with
+    ``ema_decay_at``'s decays, and it holds none of the random initial weights."""
+    model, step_fn = _toy()
+    init = [p.detach().clone() for p in model.parameters()]
+    seen = []
+
+    def recording(step):
+        if step:  # the weights the previous step left
+            seen.append([p.detach().clone() for p in model.parameters()])
+        return step_fn(step)
+
+    state = training.fit(recording, model.parameters(), 30, lr=1e-2, warmup=5, ema_decay=0.99, progress=False)
+    seen.append([p.detach().clone() for p in model.parameters()])
+    ema = [p.clone() for p in init]
+    for step, weights in enumerate(seen):
+        training.ema_update(ema, weights, training.ema_decay_at(step, 0.99))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(state["ema"], ema))
+    plain = [p.clone() for p in init]  # a fixed decay from step 0 keeps 0.99**30 = 74 % of the init
+    for weights in seen:
+        training.ema_update(plain, weights, 0.99)
+    last = list(model.parameters())
+    gap = lambda avg: sum((a - p).norm() for a, p in zip(avg, last))  # noqa: E731
+    assert gap(state["ema"]) < 0.5 * gap(plain)
+
+
 def test_copy_ema_writes_parameters():
     lin = torch.nn.Linear(3, 2)
     ema = [torch.full_like(p, 7.0) for p in lin.parameters()]
