@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from .architectures import SD15_SCHEDULER
 
-__all__ = ["noise_scheduler", "diffusion_loss", "lr_at", "ema_decay_at", "ema_update", "copy_ema", "save", "resume",
-           "plot_losses", "fit"]
+__all__ = ["noise_scheduler", "diffusion_loss", "lr_at", "ema_decay_at", "ema_update", "copy_ema", "save",
+           "resume", "plot_losses", "fit"]
 
 StepResult = torch.Tensor | tuple[torch.Tensor, dict[str, float]]
 _RESERVED = ("opt", "ema", "step", "log", "rng")  # checkpoint keys that modules may not take
