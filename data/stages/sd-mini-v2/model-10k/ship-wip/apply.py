@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[3]
+ROOT = HERE.parents[4]
 STAGES = ROOT / "data/stages/sd-mini-v2"
 MODEL = ROOT / "sdlearn/data/sd-mini"
 
