@@ -11,7 +11,7 @@ JOBS   ?= 2
 # pool oversubscribes the cores and its spin-waits make small models 10x slower.
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile
 
-.PHONY: setup lab test test-fast test-browser dashboard-figure notebooks sd-mini sd-mini-vae sd-mini-variants bench clean
+.PHONY: setup lab test test-fast test-browser dashboard-figure notebooks sd-mini sd-mini-clip sd-mini-vae sd-mini-variants bench clean
 
 setup: $(VENV)/.installed
 
@@ -60,28 +60,39 @@ notebooks: setup
 	OMP_NUM_THREADS=1 $(PY) scripts/run_notebooks.py notebooks/*.ipynb
 
 # sd-mini v2, in stages that each fit a working session (resumable: re-run to continue).
-# Stage 1, the VAE, is committed (data/stages/sd-mini-v2/vae, weights only; its README says how
-# it was made: `make sd-mini-vae`). The rest starts from it: its encoder makes the cached
-# latents of 40,000 world pictures at 128 px (16x16 latents), its fine-tuned decoder ships.
-# Stage 2 at 128 px, in two legs (data/stages/sd-mini-v2/README.md has what each measured):
-# leg 1 from scratch with SD's plain noise MSE, leg 2 on from leg 1 with offset noise (without it
-# the starting noise, not the caption, picks the background at 128 px).
-# (The v1 weights were made by this Makefile's target as of commit c0e20b6, on world v1 at 64 px.)
-STAGE1 ?= data/stages/sd-mini-v2/vae
+# Stage 1, the VAE, is committed (data/stages/sd-mini-v2/vae-blur-ft, weights only; `make
+# sd-mini-vae` remakes it, and data/stages/sd-mini-v2/README.md has what each leg measured).
+# Stage 2 starts from it: its encoder makes the cached latents of 40,000 world pictures at 128 px
+# (16x16 latents), and its decoder ships. On those latents a mini CLIP text encoder is pretrained
+# contrastively (`make sd-mini-clip`, committed in data/stages/sd-mini-v2/clip); then the UNet
+# from scratch under it, frozen, as SD 1.5 kept CLIP's frozen: offset noise (without it the
+# starting noise, not the caption, picks the background at 128 px), lr 2e-3, 10,000 steps.
+# (The v1 weights were made by this Makefile's target as of commit c0e20b6, on world v1 at 64 px;
+# the first v2 weights, in two legs on the stage-1 VAE `vae/`, as of commit fcf8ee7.)
+STAGES ?= data/stages/sd-mini-v2
+STAGE1 ?= $(STAGES)/vae-blur-ft
+CLIP   ?= $(STAGES)/clip
 WORK   ?= data/train-work
-sd-mini: setup
-	test -f $(WORK)/vae.pt || $(PY) -m sdlearn.mini.recipe vae-load --init $(STAGE1) --work $(WORK)
+LATENTS = test -f $(WORK)/vae.pt || $(PY) -m sdlearn.mini.recipe vae-load --init $(STAGE1) --work $(WORK); \
 	test -f $(WORK)/latents.pt || $(PY) -m sdlearn.mini.recipe latents --n 40000 --size 128 --threads 2 --work $(WORK)
-	$(PY) -m sdlearn.mini.recipe unet --steps 5000 --threads 1 --work $(WORK)
-	$(PY) -m sdlearn.mini.recipe export --work $(WORK) --out $(WORK)/leg1
-	mkdir -p $(WORK)/leg2 && ln -sf ../latents.pt $(WORK)/leg2/latents.pt && ln -sf ../vae.pt $(WORK)/leg2/vae.pt
-	$(PY) -m sdlearn.mini.recipe unet --init $(WORK)/leg1 --steps 3000 --lr 3e-4 --noise-offset 0.1 --threads 1 --work $(WORK)/leg2
-	$(PY) -m sdlearn.mini.recipe export --work $(WORK)/leg2
+sd-mini: setup
+	$(LATENTS)
+	$(PY) -m sdlearn.mini.recipe unet --text-init $(CLIP) --freeze-text --noise-offset 0.1 --lr 2e-3 \
+		--steps 10000 --threads 2 --work $(WORK)
+	$(PY) -m sdlearn.mini.recipe export --work $(WORK)
+
+sd-mini-clip: setup
+	$(LATENTS)
+	$(PY) -m sdlearn.mini.recipe clip --steps 1200 --threads 2 --work $(WORK) --out $(CLIP)
 
 # Stage 1 itself: v1's VAE (sdlearn/data/sd-mini/vae as of commit c0e20b6, checked out to
 # V1_VAE) fine-tuned on world v2 pictures (+10 % photo crops) in two legs, then its decoder alone
-# on full pictures, then saved (see data/stages/sd-mini-v2/README.md).
+# on full pictures (`vae/`); then 1,000 steps on 64 px crops of 128 px pictures whose latents the
+# decoder reads half blurred now and then (`vae-blur/`: a smoothed latent still decodes to the
+# shape), and its decoder alone with 30 % photo crops (`vae-blur-ft/`, what ships).
 V1_VAE ?= $(WORK)/v1-vae
+BLUR_VAE = from pathlib import Path; from sdlearn.mini import recipe; \
+	recipe.train_vae(steps=1000, batch=8, crop=64, pool=40000, size=128, latent_blur=0.5,
 sd-mini-vae: setup
 	mkdir -p $(V1_VAE) && for f in config.json diffusion_pytorch_model.safetensors; do \
 		git show c0e20b6:sdlearn/data/sd-mini/vae/$$f > $(V1_VAE)/$$f || exit 1; done
@@ -89,7 +100,12 @@ sd-mini-vae: setup
 	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-leg1 --out $(WORK)/vae-leg1/out
 	$(PY) -m sdlearn.mini.recipe vae --init $(WORK)/vae-leg1/out --steps 4000 --stop-at 2500 --lr 1e-3 --threads 1 --work $(WORK)/vae-leg2
 	$(PY) -m sdlearn.mini.recipe vae-ft --steps 2000 --threads 1 --work $(WORK)/vae-leg2
-	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-leg2 --out $(STAGE1)
+	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-leg2 --out $(STAGES)/vae
+	$(PY) -c "$(BLUR_VAE) work=Path('$(WORK)/vae-blur'), lr=3e-4, init=Path('$(STAGES)/vae'))"
+	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-blur --out $(STAGES)/vae-blur
+	$(PY) -m sdlearn.mini.recipe vae-load --init $(STAGES)/vae-blur --work $(WORK)/vae-blur-ft
+	$(PY) -c "$(BLUR_VAE) work=Path('$(WORK)/vae-blur-ft'), lr=1e-4, decoder_only=True, photo_frac=0.3)"
+	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-blur-ft --out $(STAGE1)
 
 # sd-mini's depth (5-channel) and inpainting (9-channel) UNets, fine-tuned from the shipped
 # weights (sdlearn/data/sd-mini) on the latents of the first 12,000 training pictures, scaled as

@@ -16,11 +16,11 @@ from ..architectures import SD15_SCHEDULER, load_tokenizer, text_config, unet_fr
 def mini_scheduler() -> DDIMScheduler:
     """sd-mini's scheduler: DDIM over SD 1.5's exact noise schedule.
 
-    Why not SD 1.5's PNDM? v1 collapsed with it at guidance >= 4 (a caption fixed nearly every
-    pixel, so the guided prediction changed fast between steps and PNDM's 4-step extrapolation
-    overshot). v2 no longer collapses: within a point of DDIM-50 in the behaviour benchmark
-    (benchmarks/results/behaviour_v2_128px.json, row 8), a little behind DDIM on colour at
-    guidance 7.5 in notebook 05's section 7. DDIM stays, deterministic and one UNet call a step.
+    Why not SD 1.5's PNDM? Its 4-step extrapolation drifts on sd-mini at guidance 7.5: in the
+    behaviour benchmark (benchmarks/results/behaviour.json, row 8) it falls 15.7 points behind
+    DDIM-50 where DDIM, Euler, DPM-Solver++, UniPC and Heun stay within a point, and
+    benchmarks/results/schedulers.json has its colour right in 45 % of 129 prompts against DDIM's
+    86 % (notebook 05, section 7). DDIM stays: deterministic, one UNet call a step.
 
     Introduced in notebooks/05_schedulers.ipynb.
     """

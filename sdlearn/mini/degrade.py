@@ -51,7 +51,8 @@ def warp(img: np.ndarray, seed: int, i: int) -> np.ndarray:
 
 def blob(img: np.ndarray, seed: int, i: int) -> np.ndarray:
     """Each object of ``world.sample(seed, i)`` replaced by a random polygon blob of its colour,
-    place and size, on the same background.
+    place and size, on a background of the same colour and style (drawn anew, so a pattern's
+    stripes or checks may lie differently).
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """

@@ -1,13 +1,13 @@
-"""Training code for sd-mini: the VAE, then the text encoder + UNet on cached latents.
+"""Training code for sd-mini: the VAE, the latents cache, the mini CLIP text encoder, the UNet.
 
 The recipe that made the shipped model is ``make sd-mini`` (see sdlearn/data/sd-mini/README.md);
 every stage checkpoints to ``--work`` and resumes from there, so an interrupted run loses little.
 Each trainer writes only its step (a batch and its loss); the loop is ``sdlearn.training.fit``.
 
     python -m sdlearn.mini.recipe vae     --steps 6000   # AutoencoderKL on world images + photo crops
-    python -m sdlearn.mini.recipe latents --n 60000      # encode the training world once
-    python -m sdlearn.mini.recipe clip    --steps 1200   # a mini CLIP: the text encoder, contrastively
-    python -m sdlearn.mini.recipe unet    --steps 8000   # CLIPTextModel + UNet2DConditionModel, CFG dropout
+    python -m sdlearn.mini.recipe latents --n 40000 --size 128   # encode the training world once
+    python -m sdlearn.mini.recipe clip    --steps 1200 --out X   # a mini CLIP: the text encoder, contrastively
+    python -m sdlearn.mini.recipe unet    --text-init X --freeze-text --noise-offset 0.1   # the UNet, CFG dropout
     python -m sdlearn.mini.recipe export                 # diffusers folder -> sdlearn/data/sd-mini
 
 Introduced in notebooks/11_training_sd_mini.ipynb.
@@ -281,12 +281,14 @@ def caption_batch(latents: torch.Tensor, input_ids: torch.Tensor, uncond: torch.
     return idx, latents[idx], ids
 
 
-def train_unet(work: Path = DEFAULT_WORK, steps: int = 6000, batch: int = 64, lr: float = 6e-4,
+def train_unet(work: Path = DEFAULT_WORK, steps: int = 10000, batch: int = 64, lr: float = 2e-3,
                cond_drop: float = 0.1, ema_decay: float = 0.999, ckpt_every: int = 250,
                seed: int = 0, progress: bool = True, snr_gamma: float | None = None,
                stop_at: int | None = None, init: Path | None = None, text_init: Path | None = None,
                train_text: bool = True, noise_offset: float = 0.0, object_weight: float = 0.0) -> Path:
-    """Train the text encoder and UNet jointly on cached latents, with caption dropout.
+    """Train the UNet, and with it the text encoder unless that is frozen, on cached latents, with
+    caption dropout. The shipped run (``make sd-mini``): these defaults, ``text_init`` the mini
+    CLIP (``recipe clip``), ``train_text=False``, ``noise_offset=0.1``.
 
     ``cond_drop`` (10 %) replaces the caption by "" so the same network also learns the
     unconditional prediction that classifier-free guidance extrapolates away from.
@@ -415,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--photo-frac", type=float, default=0.1, help="vae: share of photo crops in a batch")
     p.add_argument("--pool", type=int, default=50000, help="vae, vae-ft: world pictures rendered once and cycled")
     p.add_argument("--init", type=Path, default=None, help="vae: a diffusers VAE folder to start from; unet: a pipeline folder")
-    p.add_argument("--lr", type=float, default=None, help="vae, unet: peak learning rate (default 1e-3, 6e-4)")
+    p.add_argument("--lr", type=float, default=None, help="vae, unet: peak learning rate (default 1e-3, 2e-3)")
     p.add_argument("--text-init", type=Path, default=None, help="unet: a pipeline folder whose text encoder to start from")
     p.add_argument("--freeze-text", action="store_true", help="unet: keep the text encoder fixed (SD 1.5's recipe)")
     p.add_argument("--noise-offset", type=float, default=0.0, help="unet: offset noise (diffusers' --noise_offset)")
