@@ -93,8 +93,7 @@ sd-mini-clip: setup
 # decoder reads half blurred now and then (`vae-blur/`: a smoothed latent still decodes to the
 # shape), and its decoder alone with 30 % photo crops (`vae-blur-ft/`, what ships).
 V1_VAE ?= $(WORK)/v1-vae
-BLUR_VAE = from pathlib import Path; from sdlearn.mini import recipe; \
-	recipe.train_vae(steps=1000, batch=8, crop=64, pool=40000, size=128, latent_blur=0.5,
+BLUR_VAE = --steps 1000 --batch 8 --crop 64 --pool 40000 --size 128 --latent-blur 0.5
 sd-mini-vae: setup
 	mkdir -p $(V1_VAE) && for f in config.json diffusion_pytorch_model.safetensors; do \
 		git show c0e20b6:sdlearn/data/sd-mini/vae/$$f > $(V1_VAE)/$$f || exit 1; done
@@ -103,10 +102,10 @@ sd-mini-vae: setup
 	$(PY) -m sdlearn.mini.recipe vae --init $(WORK)/vae-leg1/out --steps 4000 --stop-at 2500 --lr 1e-3 --threads 1 --work $(WORK)/vae-leg2
 	$(PY) -m sdlearn.mini.recipe vae-ft --steps 2000 --threads 1 --work $(WORK)/vae-leg2
 	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-leg2 --out $(STAGES)/vae
-	$(PY) -c "$(BLUR_VAE) work=Path('$(WORK)/vae-blur'), lr=3e-4, init=Path('$(STAGES)/vae'))"
+	$(PY) -m sdlearn.mini.recipe vae --init $(STAGES)/vae $(BLUR_VAE) --lr 3e-4 --work $(WORK)/vae-blur
 	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-blur --out $(STAGES)/vae-blur
 	$(PY) -m sdlearn.mini.recipe vae-load --init $(STAGES)/vae-blur --work $(WORK)/vae-blur-ft
-	$(PY) -c "$(BLUR_VAE) work=Path('$(WORK)/vae-blur-ft'), lr=1e-4, decoder_only=True, photo_frac=0.3)"
+	$(PY) -m sdlearn.mini.recipe vae-ft $(BLUR_VAE) --lr 1e-4 --photo-frac 0.3 --work $(WORK)/vae-blur-ft
 	$(PY) -m sdlearn.mini.recipe vae-save --work $(WORK)/vae-blur-ft --out $(STAGE1)
 
 # sd-mini's depth (5-channel) and inpainting (9-channel) UNets, fine-tuned from the shipped

@@ -157,6 +157,24 @@ def test_unet_cli_passes_lr_and_snr_gamma(monkeypatch, tmp_path):
 
 
 
+def test_vae_cli_passes_the_blurred_latent_options(monkeypatch, tmp_path):
+    """`make sd-mini-vae`'s blurred-latent legs (vae-blur/, vae-blur-ft/) reach train_vae with the
+    arguments those committed stages were trained with; without the options the defaults hold."""
+    seen = []
+    monkeypatch.setattr(recipe, "train_vae", lambda work, **kw: seen.append(kw))
+    blur = "--steps 1000 --batch 8 --crop 64 --pool 40000 --size 128 --latent-blur 0.5".split()
+    recipe.main(["vae", "--init", "stage/vae", *blur, "--lr", "3e-4", "--work", str(tmp_path)])
+    recipe.main(["vae-ft", *blur, "--lr", "1e-4", "--photo-frac", "0.3", "--work", str(tmp_path)])
+    recipe.main(["vae", "--work", str(tmp_path)])
+    recipe.main(["vae-ft", "--work", str(tmp_path)])
+    same = dict(steps=1000, batch=8, crop=64, pool=40000, size=128, latent_blur=0.5)
+    assert seen[0] == {**same, "lr": 3e-4, "init": Path("stage/vae"), "photo_frac": 0.1, "stop_at": None}
+    assert seen[1] == {**same, "lr": 1e-4, "decoder_only": True, "photo_frac": 0.3}
+    assert (seen[2]["batch"], seen[2]["crop"], seen[2]["latent_blur"], seen[2]["size"]) == (32, 32, 0.0, 64)
+    assert "lr" not in seen[2] and "steps" not in seen[2]
+    assert (seen[3]["batch"], seen[3]["crop"], seen[3]["lr"], seen[3]["steps"]) == (16, 64, 3e-4, 2000)
+
+
 def test_cli_passes_the_text_encoder_options(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(recipe, "train_unet", lambda work, **kw: seen.update(kw))

@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=None, help="latents: how many world images to encode")
-    p.add_argument("--size", type=int, default=64, help="latents: the model's native picture size in px")
+    p.add_argument("--size", type=int, default=64, help="latents: the model's native picture size in px; vae, vae-ft: the pool's")
     p.add_argument("--out", type=Path, default=None,
                    help="export: folder (default: the package's sd-mini); clip: folder for text_encoder/ (default: WORK/clip)")
     p.add_argument("--photo-frac", type=float, default=0.1, help="vae: share of photo crops in a batch")
@@ -425,20 +425,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--snr-gamma", type=float, default=None, help="unet: Min-SNR-γ loss weight (default: plain MSE)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--stop-at", type=int, default=None, help="vae, unet: stop after this many steps of the schedule")
+    p.add_argument("--batch", type=int, default=None, help="vae, vae-ft: pictures per step (default 32, 16)")
+    p.add_argument("--crop", type=int, default=None, help="vae, vae-ft: crop size in px (default 32, 64)")
+    p.add_argument("--latent-blur", type=float, default=0.0, help="vae, vae-ft: largest share of a 3x3 blur mixed into the latents")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     t0 = time.time()
     steps = {"steps": a.steps} if a.steps else {}
+    vae_kw = dict(photo_frac=a.photo_frac, pool=a.pool, size=a.size, latent_blur=a.latent_blur)
     if a.stage == "vae":
-        train_vae(a.work, photo_frac=a.photo_frac, pool=a.pool, init=a.init, stop_at=a.stop_at, **steps,
-                  **({"lr": a.lr} if a.lr else {}))
+        train_vae(a.work, init=a.init, stop_at=a.stop_at, batch=a.batch or 32, crop=a.crop or 32, **vae_kw,
+                  **steps, **({"lr": a.lr} if a.lr else {}))
     elif a.stage == "vae-save":  # stage 1's weights -> --out (a diffusers folder, for committing)
         print(_save_vae_stage(a.work, a.out))
     elif a.stage == "vae-load":  # a saved stage 1 (--init) -> the work folder, to go on from there
         print(_load_vae_stage(a.init, a.work))
     elif a.stage == "vae-ft":
-        train_vae(a.work, photo_frac=a.photo_frac, pool=a.pool, decoder_only=True, batch=16, crop=64, lr=3e-4,
+        train_vae(a.work, decoder_only=True, batch=a.batch or 16, crop=a.crop or 64, lr=a.lr or 3e-4, **vae_kw,
                   **({"steps": a.steps} if a.steps else {"steps": 2000}))
     elif a.stage == "latents":
         encode_world(a.work, size=a.size, **({"n": a.n} if a.n else {}))
