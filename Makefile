@@ -67,8 +67,9 @@ notebooks: setup
 # contrastively (`make sd-mini-clip`, committed in data/stages/sd-mini-v2/clip); then the UNet
 # from scratch under it, frozen, as SD 1.5 kept CLIP's frozen: offset noise (without it the
 # starting noise, not the caption, picks the background at 128 px), lr 2e-3, 10,000 steps; then the
-# same run taken on to 18,000 steps on the longer cosine (it resumes at step 10,000, where the new
-# schedule's learning rate is back near 9e-4: a warm restart; shapes 16 % -> 24 % at w = 7.5).
+# same run taken on to 18,000, then 26,000 steps, each leg on a longer cosine (it resumes where the
+# last leg stopped, and the new schedule's learning rate is back near 9e-4, then 5e-4: two warm
+# restarts; shapes 16 % -> 24 % -> 31 % at w = 7.5).
 # (The v1 weights were made by this Makefile's target as of commit c0e20b6, on world v1 at 64 px;
 # the first v2 weights, in two legs on the stage-1 VAE `vae/`, as of commit fcf8ee7.)
 STAGES ?= data/stages/sd-mini-v2
@@ -79,7 +80,7 @@ LATENTS = test -f $(WORK)/vae.pt || $(PY) -m sdlearn.mini.recipe vae-load --init
 	test -f $(WORK)/latents.pt || $(PY) -m sdlearn.mini.recipe latents --n 40000 --size 128 --threads 2 --work $(WORK)
 sd-mini: setup
 	$(LATENTS)
-	for n in 10000 18000; do $(PY) -m sdlearn.mini.recipe unet --text-init $(CLIP) --freeze-text \
+	for n in 10000 18000 26000; do $(PY) -m sdlearn.mini.recipe unet --text-init $(CLIP) --freeze-text \
 		--noise-offset 0.1 --lr 2e-3 --steps $$n --threads 2 --work $(WORK) || exit 1; done
 	$(PY) -m sdlearn.mini.recipe export --work $(WORK)
 

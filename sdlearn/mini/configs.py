@@ -17,9 +17,9 @@ def mini_scheduler() -> DDIMScheduler:
     """sd-mini's scheduler: DDIM over SD 1.5's exact noise schedule.
 
     Why not SD 1.5's PNDM? Its 4-step extrapolation drifts on sd-mini at guidance 7.5: in the
-    behaviour benchmark (benchmarks/results/behaviour.json, row 8) it falls 19.7 points behind
-    DDIM-50 where DDIM, Euler, DPM-Solver++, UniPC and Heun stay within 2 points, and
-    benchmarks/results/schedulers.json has its colour right in 40 % of 129 prompts against DDIM's
+    behaviour benchmark (benchmarks/results/behaviour.json, row 8) it falls 24.2 points behind
+    DDIM-50 where DDIM, Euler, DPM-Solver++, UniPC and Heun stay within 5 points, and
+    benchmarks/results/schedulers.json has its colour right in 33 % of 129 prompts against DDIM's
     90 % (notebook 05, section 7). DDIM stays: deterministic, one UNet call a step.
 
     Introduced in notebooks/05_schedulers.ipynb.
