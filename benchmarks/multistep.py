@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from behaviour import proportion  # sibling script: a share with its Wilson interval
 from common import ROOT, load_model, run_info, save_json  # benchmarks/common.py
 
 # (label, scheduler, steps, guidance, scheduler overrides)
@@ -34,16 +35,6 @@ SETTINGS = [
     ("lms 50", "lms", 50, 7.5, {}),
     ("lms 25, karras", "lms", 25, 7.5, {"use_karras_sigmas": True}),
 ]
-
-
-def share(flags: list[bool]) -> dict:
-    """A share with its 95 % Wilson interval."""
-    from scipy.stats import binomtest
-
-    k, n = sum(flags), len(flags)
-    ci = binomtest(k, n).proportion_ci(method="wilson") if n else None
-    return {"value": round(k / n, 4) if n else None, "k": k, "n": n,
-            "ci": [round(ci.low, 4), round(ci.high, 4)] if ci else None}
 
 
 def measure(pipe: Any, prompts: list, label: str, name: str, steps: int, guidance: float,
@@ -65,11 +56,12 @@ def measure(pipe: Any, prompts: list, label: str, name: str, steps: int, guidanc
         rows = adherence(generate, prompts, batch_size=batch)["rows"]
     finally:
         pipe.scheduler = default
-    asked = [r for r in rows if r["colour_ok"] is not None and r["shape_ok"] is not None]
+    # "both": over the prompts that ask for a colour and a shape (behaviour.py's row 8 counts a
+    # prompt that asks for only one of them too)
+    both = [bool(r["colour_ok"] and r["shape_ok"]) for r in rows if None not in (r["colour_ok"], r["shape_ok"])]
     return {"label": label, "scheduler": name, "steps": steps, "guidance": guidance, "overrides": overrides,
-            "colour": share([bool(r["colour_ok"]) for r in rows if r["colour_ok"] is not None]),
-            "shape": share([bool(r["shape_ok"]) for r in rows if r["shape_ok"] is not None]),
-            "both": share([bool(r["colour_ok"]) and bool(r["shape_ok"]) for r in asked]),
+            "colour": proportion(r["colour_ok"] for r in rows), "shape": proportion(r["shape_ok"] for r in rows),
+            "both": proportion(both),
             "seconds_per_picture": round((time.perf_counter() - t0) / len(prompts), 3)}
 
 
@@ -92,10 +84,10 @@ def main(argv: list[str] | None = None, pipe: Any = None) -> dict:
     pipe.set_progress_bar_config(disable=True)
     prompts = eval_prompts(args.n)
     results = []
+    f = lambda x: f"{x['value']:.0%} [{x['ci'][0]:.0%}, {x['ci'][1]:.0%}]"  # noqa: E731
     for label, name, steps, guidance, overrides in settings:
         r = measure(pipe, prompts, label, name, steps, guidance, overrides)
         results.append(r)
-        f = lambda x: f"{x['value']:.0%} [{x['ci'][0]:.0%}, {x['ci'][1]:.0%}]"  # noqa: E731
         print(f"{label:18s} colour {f(r['colour']):16s} shape {f(r['shape']):16s} both {f(r['both'])}", flush=True)
     result = {"benchmark": "multistep", "model": args.model, "n_prompts": args.n,
               "intervals": "95% Wilson", "settings": results, **run_info(t0, args.threads)}
