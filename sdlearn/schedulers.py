@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .models import Pipeline
 
 __all__ = ["SchedulerSpec", "SCHEDULERS", "make_scheduler", "available_schedulers", "noise_schedule",
-           "describe"]
+           "describe", "ADAMS_BASHFORTH", "stability_limit", "jacobian_radius", "guided_stiffness"]
 
 
 @dataclass(frozen=True)
@@ -162,3 +162,101 @@ def describe(scheduler: Any, num_inference_steps: int = 25) -> dict:
             "init_noise_sigma": float(scheduler.init_noise_sigma), "stochastic": stochastic,
             "timestep_spacing": scheduler.config.get("timestep_spacing"),
             "first_t": float(scheduler.timesteps[0]), "last_t": float(scheduler.timesteps[-1])}
+
+
+# ----------------------------------------------------------------------------- why multistep solvers break
+# Adams-Bashforth of order k: x_{n+1} = x_n + h * sum_j b_j f(x_{n-j}), newest first. PNDM's PLMS
+# steps (diffusers' PNDMScheduler.step_plms) combine its last four noise predictions with exactly
+# the order-4 row and feed the result to DDIM's update; its first steps use the lower orders.
+ADAMS_BASHFORTH: dict[int, tuple[float, ...]] = {
+    1: (1.0,),  # Euler: DDIM itself
+    2: (3 / 2, -1 / 2),
+    3: (23 / 12, -16 / 12, 5 / 12),
+    4: (55 / 24, -59 / 24, 37 / 24, -9 / 24),
+}
+
+
+def stability_limit(order: int) -> float:
+    """The largest z = h * lambda at which Adams-Bashforth of ``order`` stays stable on the test
+    equation x' = -lambda x (lambda > 0): its steps x_{n+1} = x_n - z * sum_j b_j x_{n-j} do not
+    grow. 2 for Euler, then 1, 6/11 and 3/10 for orders 2-4: the higher the order, the shorter
+    the step it tolerates. Bisection on the roots of the characteristic polynomial
+    zeta^k - zeta^(k-1) + z * sum_j b_j zeta^(k-1-j).
+
+    Introduced in notebooks/05_schedulers.ipynb.
+    """
+    if order not in ADAMS_BASHFORTH:
+        raise ValueError(f"order must be one of {sorted(ADAMS_BASHFORTH)}, got {order!r}")
+    b = np.asarray(ADAMS_BASHFORTH[order])
+
+    def stable(z: float) -> bool:
+        poly = np.zeros(order + 1)
+        poly[:2] = 1.0, -1.0
+        poly[1:] += z * b
+        return bool(np.abs(np.roots(poly)).max() <= 1 + 1e-9)
+
+    lo, hi = 0.0, 4.0  # stable just above 0, unstable at 4 for every order
+    for _ in range(60):
+        lo, hi = ((lo + hi) / 2, hi) if stable((lo + hi) / 2) else (lo, (lo + hi) / 2)
+    return lo
+
+
+def jacobian_radius(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, iters: int = 8,
+                    delta: float = 1e-2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The dominant eigenvalue of d fn / d x at ``x``, per sample (B,), by power iteration: push a
+    random direction v through the Jacobian ``iters`` times, J v ~ (fn(x + delta v) - fn(x)) / delta,
+    normalising each time. Its sign is that of v . J v (positive: the dynamics contract there).
+    ``fn`` maps (B, ...) to (B, ...) sample by sample.
+
+    Introduced in notebooks/05_schedulers.ipynb.
+    """
+    if iters < 1 or delta <= 0:
+        raise ValueError(f"need iters >= 1 and delta > 0, got {iters}, {delta}")
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    v = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    v = v / v.flatten(1).norm(dim=1).view(shape)
+    f0 = fn(x)
+    for _ in range(iters):
+        jv = (fn(x + delta * v) - f0) / delta
+        norm = jv.flatten(1).norm(dim=1)
+        sign = torch.sign((jv * v).flatten(1).sum(dim=1))
+        v = jv / norm.clamp_min(1e-12).view(shape)
+    return sign * norm
+
+
+def guided_stiffness(pipe: Pipeline, prompt_embeds: torch.Tensor, latents: torch.Tensor, guidance_scale: float,
+                     num_inference_steps: int = 25, iters: int = 8, seed: int = 0) -> list[dict]:
+    """How stiff the guided ODE is along DDIM's own run from ``latents`` (B, 4, H/8, W/8).
+
+    DDIM's step is Euler's on x_bar = x / sqrt(abar) against sigma_bar = sqrt((1 - abar) / abar):
+    x_bar -= h * eps~, h the step in sigma_bar. Near the path eps~ acts like lambda * x_bar with
+    lambda = sqrt(abar_t) * rho_t, rho_t the dominant eigenvalue of d eps~ / d x_t, where
+    eps~ = eps_u + w (eps_c - eps_u); so each step has z = h * sqrt(abar_t) * rho_t, to compare with
+    ``stability_limit``. ``prompt_embeds``: [uncond; cond] (2B, 77, D), as ``encode_text`` gives
+    them with guidance on (w = 1 then measures the prompt alone). One row per step: ``i``, ``t``,
+    ``h``, ``rho`` and ``z`` (means over the batch).
+
+    Introduced in notebooks/05_schedulers.ipynb.
+    """
+    if prompt_embeds.shape[0] != 2 * latents.shape[0]:
+        raise ValueError(f"prompt_embeds must stack [uncond; cond] for the {latents.shape[0]} latents "
+                         f"(got {prompt_embeds.shape[0]} rows): encode_text(..., guidance_scale > 1)")
+    ddim = make_scheduler(pipe, "ddim")
+    ddim.set_timesteps(num_inference_steps)
+    acp, ts = ddim.alphas_cumprod, [int(t) for t in ddim.timesteps]
+    gen = torch.Generator().manual_seed(seed)
+
+    def guided(x: torch.Tensor, t: int) -> torch.Tensor:  # DDIM's model input is x_t itself
+        uncond, cond = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=prompt_embeds).sample.chunk(2)
+        return uncond + guidance_scale * (cond - uncond)
+
+    rows, x = [], latents
+    with torch.no_grad():
+        for i, t in enumerate(ts):
+            a = acp[t]
+            a_prev = acp[ts[i + 1]] if i + 1 < len(ts) else ddim.final_alpha_cumprod
+            h = float(((1 - a) / a).sqrt() - ((1 - a_prev) / a_prev).sqrt())
+            rho = float(jacobian_radius(lambda y: guided(y, t), x, iters, generator=gen).mean())
+            rows.append({"i": i, "t": t, "h": h, "rho": rho, "z": h * float(a.sqrt()) * rho})
+            x = ddim.step(guided(x, t), t, x, return_dict=False)[0]
+    return rows

@@ -7,8 +7,8 @@ import torch
 
 from sdlearn.device import make_generator
 from sdlearn.sampling import sample
-from sdlearn.schedulers import (SCHEDULERS, available_schedulers, describe, make_scheduler,
-                                noise_schedule)
+from sdlearn.schedulers import (ADAMS_BASHFORTH, SCHEDULERS, available_schedulers, describe, guided_stiffness,
+                                jacobian_radius, make_scheduler, noise_schedule, stability_limit)
 
 
 
@@ -82,3 +82,56 @@ def test_more_schedulers_match_pipeline(pipe, name):
     theirs = pipe("a blue square", generator=make_generator(1), **kw).images
     ours = sample(pipe, "a blue square", generator=make_generator(1), **kw)
     assert np.abs(ours - theirs).max() <= 1e-5
+
+
+def test_adams_bashforth_rows_are_exact_for_polynomials():
+    """Order k integrates f over one step exactly when f is a polynomial of degree < k: with the
+    points at s = 0, -1, -2, ... (newest first), sum_j b_j (-j)^m = integral_0^1 s^m ds = 1 / (m + 1)."""
+    for k, b in ADAMS_BASHFORTH.items():
+        assert len(b) == k
+        for m in range(k):
+            assert math.isclose(sum(c * (-j) ** m for j, c in enumerate(b)), 1 / (m + 1), abs_tol=1e-12), (k, m)
+
+
+def test_stability_limits():
+    """The textbook real-axis limits (Euler 2, AB2 1, AB3 6/11, AB4 3/10), and what they mean: the
+    recurrence x_{n+1} = x_n - z sum_j b_j x_{n-j} stays bounded just below the limit, blows up above."""
+    assert [stability_limit(k) for k in (1, 2, 3, 4)] == pytest.approx([2, 1, 6 / 11, 3 / 10], abs=1e-8)
+    for k, b in ADAMS_BASHFORTH.items():
+        for factor, bounded in ((0.97, True), (1.05, False)):
+            z, xs = factor * stability_limit(k), [1.0] * k
+            for _ in range(3000):
+                xs.append(xs[-1] - z * sum(c * xs[-1 - j] for j, c in enumerate(b)))
+            assert (abs(xs[-1]) < 1) is bounded, (k, factor, xs[-1])
+    with pytest.raises(ValueError, match="order must be one of"):
+        stability_limit(5)
+
+
+def test_jacobian_radius_of_a_linear_map():
+    scale = torch.full((2, 3, 4, 4), 0.5)
+    scale[0, 1, 2, 3], scale[1, 0, 0, 0] = 3.0, -2.0  # each sample's dominant eigenvalue, with its sign
+    rho = jacobian_radius(lambda x: scale * x + 1.0, torch.randn(2, 3, 4, 4), iters=40,
+                          generator=torch.Generator().manual_seed(0))
+    assert rho.tolist() == pytest.approx([3.0, -2.0], rel=1e-3)
+    with pytest.raises(ValueError, match="iters"):
+        jacobian_radius(lambda x: x, torch.zeros(1, 2), iters=0)
+
+
+def test_guided_stiffness_rows(pipe):
+    """One row per DDIM step with z = h sqrt(abar_t) rho; h the step in sigma_bar = sqrt((1 - abar) / abar)."""
+    from sdlearn.sampling import encode_text, initial_latents
+
+    with torch.no_grad():
+        embeds = encode_text(pipe, ["a red circle", "a blue square"], None, 7.5)
+    x = initial_latents(pipe, 2, 64, 64, embeds.dtype, torch.Generator().manual_seed(0))
+    rows = guided_stiffness(pipe, embeds, x, 7.5, num_inference_steps=5, iters=3)
+    ddim = make_scheduler(pipe, "ddim")
+    ddim.set_timesteps(5)
+    assert [r["t"] for r in rows] == ddim.timesteps.tolist()
+    sig = noise_schedule(pipe)["sigmas"]
+    acp = noise_schedule(pipe)["alphas_cumprod"]
+    for r, t_next in zip(rows, [*ddim.timesteps.tolist()[1:], 0]):  # final step: to abar_0 (set_alpha_to_one False)
+        assert r["h"] == pytest.approx(sig[r["t"]] - sig[t_next], rel=1e-4)
+        assert r["z"] == pytest.approx(r["h"] * math.sqrt(acp[r["t"]]) * r["rho"], rel=1e-4)
+    with pytest.raises(ValueError, match=r"\[uncond; cond\]"):  # before any compute
+        guided_stiffness(pipe, embeds[:2], torch.zeros(2, 4, 8, 8), 7.5)
