@@ -30,6 +30,26 @@ def test_caption_batch_drops_captions():
     assert (dropped == -1).all() and (ids >= 0).all()  # the cache itself is untouched
 
 
+def test_caption_batch_swaps_captions():
+    """caption_noise q: that share of the kept captions becomes another picture's; "" stays "";
+    q = 0 draws nothing more, so a run without it replays exactly."""
+    latents, ids, uncond = torch.randn(50, 4, 8, 8), torch.arange(50)[:, None].repeat(1, 77), torch.full((1, 77), -1)
+    plain = recipe.caption_batch(latents, ids, uncond, 400, 0.1, torch.Generator().manual_seed(1))
+    again = recipe.caption_batch(latents, ids, uncond, 400, 0.1, torch.Generator().manual_seed(1), 0.0)
+    assert all(torch.equal(a, b) for a, b in zip(plain, again))
+    idx, x0, got = recipe.caption_batch(latents, ids, uncond, 400, 0.1, torch.Generator().manual_seed(1), 0.5)
+    assert torch.equal(idx, plain[0]) and torch.equal(x0, latents[idx])  # the same pictures
+    dropped = (got == -1).all(dim=1)
+    assert torch.equal(dropped, (plain[2] == -1).all(dim=1))  # the same captions dropped
+    own = (got[:, 0] == idx) & ~dropped
+    kept = (~dropped).sum().item()
+    # swapped to a random picture's caption: about half, less the few that draw their own again
+    assert 0.35 * kept < kept - own.sum().item() < 0.6 * kept
+    assert ((got[:, :1] == got).all(dim=1)).all() and ((got[:, 0] >= 0) | dropped).all()  # whole rows of the cache
+    with pytest.raises(ValueError, match="caption_noise"):
+        recipe.train_unet(Path("/nonexistent"), caption_noise=1.0)
+
+
 def test_all_stages_at_toy_scale(tmp_path, monkeypatch):
     recipe.train_vae(tmp_path, steps=2, batch=2, photo_frac=0.0, ckpt_every=1)
     assert torch.load(tmp_path / "vae.pt", weights_only=False)["step"] == 2

@@ -269,15 +269,24 @@ def _object_masks(work: Path, n: int, latent: int) -> torch.Tensor:
 
 
 def caption_batch(latents: torch.Tensor, input_ids: torch.Tensor, uncond: torch.Tensor, batch: int,
-                  cond_drop: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  cond_drop: float, gen: torch.Generator,
+                  caption_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A random batch ``(indices, latents, caption ids)``, each caption replaced by "" with
-    probability ``cond_drop`` (classifier-free guidance needs the unconditional prediction).
+    probability ``cond_drop`` (classifier-free guidance needs the unconditional prediction), and
+    each remaining one, with probability ``caption_noise``, by the caption of another random
+    picture: a caption that does not describe its picture, as web captions often do not (with 0
+    no extra random numbers are drawn, so earlier runs replay exactly).
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     idx = torch.randint(0, latents.shape[0], (batch,), generator=gen)
     ids = input_ids[idx].clone()
-    ids[torch.rand(batch, generator=gen) < cond_drop] = uncond
+    drop = torch.rand(batch, generator=gen) < cond_drop
+    ids[drop] = uncond
+    if caption_noise > 0:
+        swap = (torch.rand(batch, generator=gen) < caption_noise) & ~drop
+        other = input_ids[torch.randint(0, latents.shape[0], (batch,), generator=gen)]
+        ids[swap] = other[swap]
     return idx, latents[idx], ids
 
 
@@ -285,7 +294,8 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 10000, batch: int = 64, l
                cond_drop: float = 0.1, ema_decay: float = 0.999, ckpt_every: int = 250,
                seed: int = 0, progress: bool = True, snr_gamma: float | None = None,
                stop_at: int | None = None, init: Path | None = None, text_init: Path | None = None,
-               train_text: bool = True, noise_offset: float = 0.0, object_weight: float = 0.0) -> Path:
+               train_text: bool = True, noise_offset: float = 0.0, object_weight: float = 0.0,
+               caption_noise: float = 0.0) -> Path:
     """Train the UNet, and with it the text encoder unless that is frozen, on cached latents, with
     caption dropout. The shipped run (``make sd-mini``): these defaults, ``text_init`` the mini
     CLIP (``recipe clip``), ``train_text=False``, ``noise_offset=0.1``.
@@ -302,9 +312,15 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 10000, batch: int = 64, l
     pretrained CLIP text encoder. ``noise_offset``: see ``training.diffusion_loss`` (at 128 px
     without it the caption never sets the background). ``object_weight`` λ > 0 weights the
     squared error by 1 + λ on the latent places of the captioned objects (``_object_masks``).
+    ``caption_noise`` q: a share of the captions swapped for another picture's (``caption_batch``).
+    The conditional prediction then learns a mixture, partly the unconditional one, so the caption
+    holds the latents less tightly and guidance has to supply the rest, as on SD's web captions;
+    it makes the guided ODE less stiff (PNDM, notebook 05 section 8; stage README, session 22).
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
+    if not 0 <= caption_noise < 1:  # before loading anything
+        raise ValueError(f"caption_noise must be in [0, 1), got {caption_noise!r}")
     latents, input_ids, uncond = load_latents(work)
     torch.manual_seed(seed)
     comps = mini_components(seed, size=latents.shape[-1] * 8)
@@ -322,7 +338,7 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 10000, batch: int = 64, l
 
     def step_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx, x0, ids = caption_batch(latents, input_ids, uncond, batch, cond_drop, gen)
+        idx, x0, ids = caption_batch(latents, input_ids, uncond, batch, cond_drop, gen, caption_noise)
         weight = None if masks is None else 1 + object_weight * masks[idx].float()
         return diffusion_loss(unet, te, x0, ids, sched, gen, snr_gamma=snr_gamma, noise_offset=noise_offset,
                               weight=weight)
@@ -422,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--freeze-text", action="store_true", help="unet: keep the text encoder fixed (SD 1.5's recipe)")
     p.add_argument("--noise-offset", type=float, default=0.0, help="unet: offset noise (diffusers' --noise_offset)")
     p.add_argument("--object-weight", type=float, default=0.0, help="unet: extra loss weight on the objects' latent places")
+    p.add_argument("--caption-noise", type=float, default=0.0, help="unet: share of captions swapped for another picture's")
     p.add_argument("--snr-gamma", type=float, default=None, help="unet: Min-SNR-γ loss weight (default: plain MSE)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--stop-at", type=int, default=None, help="vae, unet: stop after this many steps of the schedule")
@@ -453,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.stage == "unet":
         train_unet(a.work, stop_at=a.stop_at, init=a.init, snr_gamma=a.snr_gamma, text_init=a.text_init,
                    train_text=not a.freeze_text, noise_offset=a.noise_offset,
-                   object_weight=a.object_weight, **steps,
+                   object_weight=a.object_weight, caption_noise=a.caption_noise, **steps,
                    **({"lr": a.lr} if a.lr else {}))
     else:
         print(export(a.work, out=a.out))
