@@ -1,6 +1,7 @@
 """Fine-tuning sd-mini's UNet for depth (5 channels) and inpainting (9): conditions match the
 pipelines' own preprocessing, the widened UNet starts equal to the original, and every stage runs."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,19 @@ def test_fine_tune_from_a_pipeline_folder(tmp_path, monkeypatch):
     out = variants.export(tmp_path, "depth", out=tmp_path / "out", init=folder)
     assert UNet2DConditionModel.from_pretrained(out / "unet").config.in_channels == 5
     assert (out / "README.md").read_text() == "card"
+
+
+def test_caption_noise_reaches_the_batches(tmp_path, monkeypatch):
+    """``caption_noise``: the variants' fine-tune draws its batches as the base model's last leg
+    did (``recipe.caption_batch`` with that q); a q outside [0, 1) is refused before loading."""
+    with pytest.raises(ValueError, match="caption_noise"):
+        variants.train(Path("/nonexistent"), "depth", caption_noise=1.0)
+    recipe.train_vae(tmp_path, steps=1, batch=2, photo_frac=0.0)
+    recipe.encode_world(tmp_path, n=6, batch=3, progress=False)
+    recipe.train_unet(tmp_path, steps=1, batch=2, progress=False)
+    variants.prepare(tmp_path, "depth", batch=4, progress=False)
+    seen = []
+    real = variants.caption_batch
+    monkeypatch.setattr(variants, "caption_batch", lambda *a: seen.append(a[-1]) or real(*a))
+    variants.main(["train", "depth", "--work", str(tmp_path), "--steps", "2", "--caption-noise", "0.5"])
+    assert seen == [0.5, 0.5]

@@ -16,11 +16,13 @@ from ..architectures import SD15_SCHEDULER, load_tokenizer, text_config, unet_fr
 def mini_scheduler() -> DDIMScheduler:
     """sd-mini's scheduler: DDIM over SD 1.5's exact noise schedule.
 
-    Why not SD 1.5's PNDM? Its 4-step extrapolation drifts on sd-mini at guidance 7.5: in the
-    behaviour benchmark (benchmarks/results/behaviour.json, row 8) it falls 24.2 points behind
-    DDIM-50 where DDIM, Euler, DPM-Solver++, UniPC and Heun stay within 5 points, and
-    benchmarks/results/schedulers.json has its colour right in 33 % of 129 prompts against DDIM's
-    90 % (notebook 05, section 7). DDIM stays: deterministic, one UNet call a step.
+    Why not SD 1.5's PNDM? Its fourth-order multistep step is barely stable on sd-mini's guided
+    ODE at 25 steps (notebook 05, section 8): in the behaviour benchmark
+    (benchmarks/results/behaviour.json, row 8) it gets colour and shape both right 9.1 points less
+    often than DDIM-50, where DDIM, Euler, DPM-Solver++, Heun and LMS stay within 5 points, though
+    benchmarks/results/schedulers.json has its colour alone right as often as DDIM's within noise
+    (78 % against 83 % of 88 prompts at w = 7.5; on the 26,000-step weights, before the
+    caption-noise fine-tune, 33 % against 90 %). DDIM stays: deterministic, one UNet call a step.
 
     Introduced in notebooks/05_schedulers.ipynb.
     """

@@ -126,16 +126,19 @@ def widen_conv_in(unet: UNet2DConditionModel, extra: int) -> UNet2DConditionMode
 def train(work: Path = DEFAULT_WORK, variant: str = "depth", steps: int = 3000, batch: int = 64,
           lr: float = 3e-4, cond_drop: float = 0.1, ema_decay: float = 0.998, ckpt_every: int = 250,
           seed: int = 0, progress: bool = True, init: Path | None = None,
-          snr_gamma: float | None = 5.0) -> Path:
+          snr_gamma: float | None = 5.0, caption_noise: float = 0.0) -> Path:
     """Fine-tune the widened UNet (text encoder frozen) on noise prediction with Min-SNR-5
     weighting (``snr_gamma``; v1's loss, which these fine-tunes kept: the base model's own
-    ``recipe.train_unet`` uses plain MSE).
+    ``recipe.train_unet`` uses plain MSE). ``caption_noise`` q: that share of the kept captions
+    swapped for another picture's, as in the base model's last leg (``recipe.caption_batch``).
     ``init``: start from a pipeline folder (e.g. the shipped ``sdlearn/data/sd-mini``) instead of
     ``work/unet.pt``, so the variants are fine-tuned from exactly the weights that ship.
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     _check_variant(variant)
+    if not 0 <= caption_noise < 1:  # before loading anything
+        raise ValueError(f"caption_noise must be in [0, 1), got {caption_noise!r}")
     latents, input_ids, uncond = load_latents(work, _latent_std(work, init))
     cond = torch.load(work / f"cond_{variant}.pt", weights_only=False)["cond"]
     base, te = load_unet_and_text(work, init=init)  # the shipped (EMA) weights are the starting point
@@ -145,7 +148,8 @@ def train(work: Path = DEFAULT_WORK, variant: str = "depth", steps: int = 3000, 
 
     def step_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step + 77)
-        idx, x0, ids = caption_batch(latents, input_ids, uncond, batch, cond_drop, gen)  # CFG still needs ""
+        idx, x0, ids = caption_batch(latents, input_ids, uncond, batch, cond_drop, gen,  # CFG still needs ""
+                                    caption_noise)
         return diffusion_loss(unet, te, x0, ids, sched, gen, snr_gamma=snr_gamma, extra=cond[idx].float())
 
     # A shorter warm-up than from scratch: all but conv_in's new (zero) columns start trained.
@@ -194,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--init", type=Path, default=None, help="the pipeline folder to fine-tune from (default: work/unet.pt)")
+    p.add_argument("--caption-noise", type=float, default=0.0, help="train: share of captions swapped for another picture's")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.stage == "prepare":
         print(prepare(a.work, a.variant, init=a.init))
     elif a.stage == "train":
-        train(a.work, a.variant, steps=a.steps, init=a.init)
+        train(a.work, a.variant, steps=a.steps, init=a.init, caption_noise=a.caption_noise)
     else:
         print(export(a.work, a.variant, a.out, a.init))
     print(json.dumps({"stage": a.stage, "variant": a.variant, "seconds": round(time.time() - t0, 1)}))
