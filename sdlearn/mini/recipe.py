@@ -268,6 +268,13 @@ def _object_masks(work: Path, n: int, latent: int) -> torch.Tensor:
     return m
 
 
+def _check_caption_noise(caption_noise: float) -> None:
+    """Refuse a caption-swap share outside [0, 1), before a training run (the base UNet's or a
+    variant's) loads anything."""
+    if not 0 <= caption_noise < 1:
+        raise ValueError(f"caption_noise must be in [0, 1), got {caption_noise!r}")
+
+
 def caption_batch(latents: torch.Tensor, input_ids: torch.Tensor, uncond: torch.Tensor, batch: int,
                   cond_drop: float, gen: torch.Generator,
                   caption_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -319,8 +326,7 @@ def train_unet(work: Path = DEFAULT_WORK, steps: int = 10000, batch: int = 64, l
 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
-    if not 0 <= caption_noise < 1:  # before loading anything
-        raise ValueError(f"caption_noise must be in [0, 1), got {caption_noise!r}")
+    _check_caption_noise(caption_noise)
     latents, input_ids, uncond = load_latents(work)
     torch.manual_seed(seed)
     comps = mini_components(seed, size=latents.shape[-1] * 8)

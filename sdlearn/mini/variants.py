@@ -38,7 +38,8 @@ from ..depth2img import depth_condition
 from ..inpainting import inpaint_condition
 from ..training import copy_ema, diffusion_loss, fit, noise_scheduler, plot_losses, save
 from . import world
-from .recipe import DEFAULT_WORK, TRAIN_SEED, caption_batch, load_latents, load_unet_and_text, load_vae, native_size
+from .recipe import (DEFAULT_WORK, TRAIN_SEED, caption_batch, _check_caption_noise, load_latents,
+                     load_unet_and_text, load_vae, native_size)
 
 EXTRA_CHANNELS = {"depth": 1, "inpaint": 5}
 VAE_FACTOR = 8  # sd-mini's VAE: four blocks, three downsamplings
@@ -137,8 +138,7 @@ def train(work: Path = DEFAULT_WORK, variant: str = "depth", steps: int = 3000, 
     Introduced in notebooks/11_training_sd_mini.ipynb.
     """
     _check_variant(variant)
-    if not 0 <= caption_noise < 1:  # before loading anything
-        raise ValueError(f"caption_noise must be in [0, 1), got {caption_noise!r}")
+    _check_caption_noise(caption_noise)
     latents, input_ids, uncond = load_latents(work, _latent_std(work, init))
     cond = torch.load(work / f"cond_{variant}.pt", weights_only=False)["cond"]
     base, te = load_unet_and_text(work, init=init)  # the shipped (EMA) weights are the starting point
