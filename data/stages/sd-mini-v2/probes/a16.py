@@ -9,8 +9,12 @@ the package or the recipe: kept so the probe can be re-run.
 WORK holds `latents.pt` (and `vae.pt`) as `recipe latents` writes them; OUT becomes a copy of
 sdlearn/data/sd-mini with the widened UNet (fp32), for `benchmarks/behaviour.py --model OUT`.
 """
-import sys, shutil, torch
+import shutil
+import sys
 from pathlib import Path
+
+import numpy as np
+import torch
 from diffusers import UNet2DConditionModel
 from transformers import CLIPTextModel
 from sdlearn.mini import recipe
@@ -44,7 +48,7 @@ fit(step_fn, list(unet.parameters()), steps, lr=3e-4, ema_decay=0.999, modules={
     ckpt=work / "unet.pt", ckpt_every=250, progress=True, desc="a16")
 st = resume(work / "unet.pt")
 unet.load_state_dict(st["unet"]); copy_ema(list(unet.parameters()), st["ema"])
-log = st["log"]; import numpy as np
+log = st["log"]
 print("loss first 50 / last 50:", np.mean([r["loss"] for r in log[:50]]), np.mean([r["loss"] for r in log[-50:]]))
 if out.exists(): shutil.rmtree(out)
 shutil.copytree(MINI, out); shutil.rmtree(out / "unet"); unet.save_pretrained(out / "unet")
