@@ -36,18 +36,22 @@ Rows:
 8. **schedulers** at 25 steps: colour-and-shape adherence ("both right") of pndm, ddim, euler,
    euler_a, dpm++, unipc, lms and heun, each within 5 points of DDIM at 50 steps.
 9. **cross-attention**: two-object prompts naming both colours; the share of each colour word's
-   cross-attention mass (averaged over steps, layers and heads, upsampled to 64 x 64) that lies on
-   the pixels of the object of that colour in the generated picture; >= 65 %.
+   cross-attention mass (averaged over steps, layers and heads, upsampled to the picture) that
+   lies on the pixels of the object of that colour in the generated picture; >= 65 %. Beside it,
+   what the layers' resolutions allow: a perfect map (on the object's cells only, weighted by
+   cover) and an upper bound (each layer's mass on its best single cell), through the same layers.
 
 Usage (from the repository root; one CPU thread is plenty, the model is tiny):
 
     python benchmarks/behaviour.py --model mini --out benchmarks/results/behaviour.json
     python benchmarks/behaviour.py --quick --rows 1,4,5      # a smoke run of three rows
     python benchmarks/behaviour.py --n 100 --sched-n 100      # smaller n for a shorter run
+    python benchmarks/behaviour.py --rows 9 --update          # re-run row 9 into the existing JSON
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from collections import Counter
@@ -667,22 +671,53 @@ def _word_map(maps: dict[str, np.ndarray], colour: str) -> np.ndarray | None:
     return None
 
 
-def row_cross_attention(bench: Bench, sizes: Sizes) -> dict:
-    """Row 9: the share of each colour word's cross-attention mass on its own object's pixels."""
+def _cell_footprints(grid: tuple[int, int], latent: int, picture: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """For each cell of a ``grid`` layer, its one-hot map resized to the latent (as the store
+    resizes layers) and then to the picture (as ``mass_share`` does): (cells, latent, latent) and
+    (cells, *picture)."""
     import torch
     import torch.nn.functional as F
 
-    from sdlearn.attention import capture_cross_attention, token_maps
+    h, w = grid
+    onehot = torch.eye(h * w).reshape(h * w, 1, h, w)
+    lat = onehot if grid == (latent, latent) else F.interpolate(onehot, size=(latent, latent), mode="bilinear",
+                                                                align_corners=False)
+    pic = F.interpolate(lat, size=picture, mode="bilinear", align_corners=False)
+    return lat[:, 0].numpy(), pic[:, 0].numpy()
+
+
+def best_cell_map(grids: Sequence[tuple[int, int]], region: np.ndarray, latent: int, cache: dict) -> np.ndarray:
+    """An upper bound's map: every layer puts all its mass on the one cell whose footprint lies
+    most on ``region``, the layers averaged as ``CrossAttentionStore.average`` does."""
+    maps = []
+    for grid in grids:
+        if grid not in cache:
+            cache[grid] = _cell_footprints(grid, latent, region.shape)
+        lat, pic = cache[grid]
+        share = (pic * region).sum((1, 2)) / pic.sum((1, 2))
+        maps.append(lat[int(share.argmax())])
+    return np.mean(maps, axis=0)
+
+
+def row_cross_attention(bench: Bench, sizes: Sizes) -> dict:
+    """Row 9: the share of each colour word's cross-attention mass on its own object's pixels,
+    beside what a map on the object and nothing else would score through the same layers
+    ("perfect map": each cell weighted by how much of it the object covers) and an upper bound
+    (each layer's mass on its single best cell): the layers' resolutions cap the share."""
+    from sdlearn.attention import capture_cross_attention, mass_share, token_maps
 
     scenes = two_colour_prompts(sizes.attention_n)
     texts = [s.caption for s in scenes]
-    shares, chance, lift, missing = [], [], [], 0
+    latent = bench.pipe.unet.config.sample_size
+    shares, chance, lift, perfect, bound, missing, cache = [], [], [], [], [], 0, {}
+    grids: list[tuple[int, int]] = []
     for start in range(0, len(texts), bench.batch):
         chunk = texts[start:start + bench.batch]
         with capture_cross_attention(bench.pipe.unet) as store:
             images = to_uint8(bench.run(chunk, list(range(start, start + len(chunk))), GUIDANCE))
+        grids = [(math.isqrt(s.shape[1]),) * 2 for s in store.sums.values()]  # square pictures: n = k * k
         for b, (text, im) in enumerate(zip(chunk, images)):
-            maps = token_maps(store, bench.pipe.tokenizer, chunk, size=bench.pipe.unet.config.sample_size, index=b)
+            maps = token_maps(store, bench.pipe.tokenizer, chunk, size=latent, index=b)
             reading = scoring.analyse(im)
             for o in scoring.parse_prompt(text)["objects"]:
                 amap = _word_map(maps, o["colour"])
@@ -690,17 +725,24 @@ def row_cross_attention(bench: Bench, sizes: Sizes) -> dict:
                 if amap is None or o["colour"] not in {d["colour"] for d in reading["objects"]} or not region.any():
                     missing += 1  # the model did not draw that colour: no region to score against
                     continue
-                up = F.interpolate(torch.from_numpy(amap)[None, None].float(), size=region.shape,
-                                   mode="bilinear", align_corners=False)[0, 0].numpy()
-                shares.append(float(up[region].sum() / up.sum()))
+                shares.append(mass_share(amap, region))
                 chance.append(float(region.mean()))
                 lift.append(shares[-1] / chance[-1])
+                perfect.append(mass_share(store.perfect_map(region, latent), region))
+                bound.append(mass_share(best_cell_map(grids, region, latent, cache), region))
         print(f"  {start + len(chunk)}/{len(texts)} prompts", flush=True)
     return {"n_prompts": len(texts), "colour_words_scored": len(shares), "colour_words_missing": missing,
             "mass_on_own_object": target(mean(shares), ">=", 0.65),
             "object_area_share": mean(chance), "lift": mean(lift),
+            "perfect_map_share": mean(perfect), "upper_bound_share": mean(bound),
+            "of_perfect_map": boot(lambda a, p: float(np.mean(a) / np.mean(p)), shares, perfect) if shares else None,
+            "attention_grids": sorted({f"{h}x{w}" for h, w in grids}),
+            "layers_per_grid": {f"{h}x{w}": grids.count((h, w)) for h, w in sorted(set(grids))},
             "note": "object_area_share: the mass share a uniform map would get (chance level); "
-                    "lift: mass share / area share, per colour word"}
+                    "lift: mass share / area share, per colour word; perfect_map_share: a map on the "
+                    "object's pixels and nothing else, each layer's cells weighted by the object's cover, "
+                    "averaged over the layers as the word maps are; upper_bound_share: each layer's "
+                    "mass on its single best cell, the most any map can score through these layers"}
 
 
 ROWS: dict[int, tuple[str, Callable[[Bench, Sizes], dict]]] = {
@@ -727,7 +769,18 @@ def main(argv: list[str] | None = None, pipe: Any = None) -> dict:
     ap.add_argument("--batch", type=int, default=16, help="prompts per pipeline call")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "behaviour.json")
+    ap.add_argument("--update", action="store_true",
+                    help="replace only the rows run in the existing --out file (same model, steps, quick)")
     args = ap.parse_args(argv)
+    earlier = None
+    if args.update:  # checked before any compute: a mismatch would mix two settings in one file
+        if args.out is None or not args.out.exists():
+            raise SystemExit(f"--update: {args.out} does not exist")
+        earlier = json.loads(args.out.read_text())
+        theirs = {k: earlier.get(k) for k in ("model", "steps", "quick")}
+        ours = {"model": args.model, "steps": args.steps, "quick": args.quick}
+        if theirs != ours:
+            raise SystemExit(f"--update: {args.out} holds {theirs}, this run is {ours}")
 
     sizes = QUICK if args.quick else Sizes()
     sizes = replace(sizes, **{f: getattr(args, f) for f in asdict(sizes) if getattr(args, f) is not None})
@@ -758,9 +811,16 @@ def main(argv: list[str] | None = None, pipe: Any = None) -> dict:
         out["met"] = met(out)
         result["rows"][f"{r}_{name}"] = out
         print(f"row {r} done in {out['seconds']} s, met: {out['met']}", flush=True)
+    seconds = round(time.perf_counter() - t_all, 1)
+    if earlier is not None:  # the other rows as they were; order by row number
+        rows_now = {**earlier["rows"], **result["rows"]}
+        result = {**earlier, "rows": dict(sorted(rows_now.items(), key=lambda kv: int(kv[0].split("_")[0])))}
+        result["updated_rows"] = {f"{r}_{ROWS[r][0]}": {"seconds": seconds, "pictures": bench.generated}
+                                  for r in rows}
+    else:
+        result.update(seconds=seconds, pictures_generated=bench.generated,
+                      generation_seconds=round(bench.seconds, 1))
     result["summary"] = targets_in(result["rows"])
-    result.update(seconds=round(time.perf_counter() - t_all, 1), pictures_generated=bench.generated,
-                  generation_seconds=round(bench.seconds, 1))
     if args.out is not None:
         save_json(args.out, result)
     return result

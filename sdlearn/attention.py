@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["CrossAttentionStore", "CrossAttentionRecorder", "cross_attention_names",
-           "capture_cross_attention", "token_maps", "show_token_maps", "overlay"]
+           "capture_cross_attention", "token_maps", "mass_share", "show_token_maps", "overlay"]
 
 Size = int | tuple[int, int]
 
@@ -112,6 +112,29 @@ class CrossAttentionStore:
                 raise ValueError(f"{maps.shape[0]} rows recorded: not {batch} prompts with or without guidance")
             maps = maps[-batch:]
         return maps
+
+    def perfect_map(self, mask: Any, size: Size) -> np.ndarray:
+        """The (H, W) map of a token that attends to ``mask`` and nothing else, seen through the
+        recorded layers: in each layer every cell gets the share of the mask that falls in it, and
+        the layers are resized and averaged as ``average`` does. ``mask`` is a picture-size (h, w)
+        array. Its ``mass_share`` on the mask is the most a well-placed map scores at these layers'
+        resolutions: a small object shares its coarse cells with the background around it.
+
+        Introduced in notebooks/09_cross_attention.ipynb.
+        """
+        if not self.sums:
+            raise ValueError("nothing recorded: run the UNet inside capture_cross_attention(...)")
+        hw = _hw(size)
+        m = torch.as_tensor(np.asarray(mask, np.float32))[None, None]
+        if m.sum() <= 0:
+            raise ValueError("the mask is empty")
+        maps = []
+        for name, s in self.sums.items():
+            h, w = _grid(s.shape[1], hw)
+            cell = F.adaptive_avg_pool2d(m, (h, w))  # (1, 1, h, w): the mask's cover of each cell
+            cell = cell / cell.sum()  # the same mass in every layer
+            maps.append(cell if (h, w) == hw else F.interpolate(cell, size=hw, mode="bilinear", align_corners=False))
+        return torch.cat(maps).mean(0)[0].numpy()
 
 
 class CrossAttentionRecorder:
@@ -220,6 +243,20 @@ def token_maps(store: CrossAttentionStore, tokenizer: Any, prompt: str | Sequenc
             key = f"{word}#{k}"
         out[key] = maps[pos]
     return out
+
+
+def mass_share(amap: np.ndarray, region: np.ndarray) -> float:
+    """The share of a token map's mass that lies on ``region`` (a boolean picture-size mask), the
+    map upsampled bilinearly to the picture as ``overlay`` draws it.
+
+    Introduced in notebooks/09_cross_attention.ipynb.
+    """
+    region = np.asarray(region, bool)
+    if not region.any():
+        raise ValueError("the region is empty")
+    m = torch.from_numpy(np.asarray(amap, np.float32))[None, None]
+    up = F.interpolate(m, size=region.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+    return float(up[region].sum() / up.sum())
 
 
 def _stretched(amap: np.ndarray, height: int, width: int) -> np.ndarray:

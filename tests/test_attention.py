@@ -10,6 +10,7 @@ from sdlearn.attention import (
     CrossAttentionStore,
     capture_cross_attention,
     cross_attention_names,
+    mass_share,
     token_maps,
 )
 from sdlearn.device import make_generator
@@ -156,3 +157,23 @@ def test_overlay_is_a_heat_map_over_grey():
     arr = np.asarray(out).astype(int)
     assert out.size == (64, 64) and out.mode == "RGB"
     assert arr[32, 2, 0] > arr[32, 2, 2] and arr[32, 61, 2] > arr[32, 61, 0]  # red left, blue right
+
+
+def test_perfect_map_is_the_masks_cover_of_each_cell_and_mass_share_reads_it():
+    store = CrossAttentionStore()
+    store.add("only", torch.full((2, 16, 77), 1 / 77), 2)  # one 4 x 4 layer at the latent's size
+    mask = np.zeros((32, 32), bool)
+    mask[:8, :12] = True  # the first cell in full, half of the second
+    pm = store.perfect_map(mask, 4)
+    expected = np.zeros((4, 4))
+    expected[0, 0], expected[0, 1] = 1.0, 0.5
+    assert np.allclose(pm, expected / expected.sum())  # no resize: the box average, summing to 1
+    assert np.allclose(store.perfect_map(np.ones((32, 32)), 4), 1 / 16)  # the whole picture: flat
+    assert mass_share(np.ones((4, 4)), mask) == pytest.approx(mask.mean())  # a flat map: chance
+    assert mass_share(pm, mask) > 0.5
+    with pytest.raises(ValueError, match="empty"):
+        store.perfect_map(np.zeros((32, 32)), 4)
+    with pytest.raises(ValueError, match="empty"):
+        mass_share(pm, np.zeros((32, 32), bool))
+    with pytest.raises(ValueError, match="nothing recorded"):
+        CrossAttentionStore().perfect_map(mask, 4)

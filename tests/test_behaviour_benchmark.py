@@ -74,6 +74,38 @@ def test_every_row_quick_on_tiny(behaviour, tiny_pipe, tmp_path, monkeypatch):
     # one point per UNet call: 5 steps, 6 calls for tiny's PNDM (PLMS warms up with an extra one)
     assert len(rows["7_coarse_to_fine"]["curve"]) >= 5 and "layout_iou" in rows["7_coarse_to_fine"]["coarse_step"]
     assert [s["scheduler"] for s in rows["8_schedulers"]["schedulers"]] == ["ddim", "euler_a"]
-    assert "mass_on_own_object" in rows["9_cross_attention"]
+    row9 = rows["9_cross_attention"]
+    assert "mass_on_own_object" in row9
+    if row9["colour_words_scored"]:  # random weights may draw no colour that a prompt names
+        assert row9["perfect_map_share"]["value"] <= row9["upper_bound_share"]["value"] + 1e-6
     assert res["summary"] and all({"figure", "target", "met"} <= set(s) for s in res["summary"])
     assert res["pictures_generated"] > 0
+
+    # --update re-runs one row into the same file and keeps the others as they were
+    before = json.loads(out.read_text())
+    behaviour.main(["--quick", "--steps", "5", "--model", "tiny", "--out", str(out), "--rows", "4", "--update"],
+                   pipe=tiny_pipe)
+    after = json.loads(out.read_text())
+    assert list(after["rows"]) == list(before["rows"])
+    assert after["rows"]["1_adherence"] == before["rows"]["1_adherence"]
+    assert set(after["updated_rows"]) == {"4_diversity"}
+    with pytest.raises(SystemExit, match="holds"):  # before any compute: no pipe is needed to refuse
+        behaviour.main(["--quick", "--steps", "7", "--model", "tiny", "--out", str(out), "--update"], pipe=None)
+
+
+def test_perfect_map_and_upper_bound_on_a_known_square(behaviour):
+    """A 32 x 32 object in a 128 px picture, through one 4 x 4 layer and one 8 x 8 layer."""
+    import torch
+
+    from sdlearn.attention import CrossAttentionStore, mass_share
+
+    store = CrossAttentionStore()
+    store.add("coarse", torch.full((1, 16, 77), 1 / 77), 1)
+    store.add("fine", torch.full((1, 64, 77), 1 / 77), 1)
+    region = np.zeros((128, 128), bool)
+    region[32:64, 32:64] = True  # exactly one 4 x 4 cell, four 8 x 8 cells
+    perfect = mass_share(store.perfect_map(region, 16), region)
+    bound = mass_share(behaviour.best_cell_map([(4, 4), (8, 8)], region, 16, {}), region)
+    uniform = mass_share(np.ones((16, 16)), region)
+    assert uniform == pytest.approx(region.mean())  # a flat map scores the area share: chance
+    assert region.mean() < perfect <= bound < 1  # bilinear upsampling spreads even a perfect map
