@@ -105,7 +105,19 @@ def test_perfect_map_and_upper_bound_on_a_known_square(behaviour):
     region = np.zeros((128, 128), bool)
     region[32:64, 32:64] = True  # exactly one 4 x 4 cell, four 8 x 8 cells
     perfect = mass_share(store.perfect_map(region, 16), region)
-    bound = mass_share(behaviour.best_cell_map([(4, 4), (8, 8)], region, 16, {}), region)
+    bound = behaviour.best_cell_share([(4, 4), (8, 8)], region, 16, {})
     uniform = mass_share(np.ones((16, 16)), region)
     assert uniform == pytest.approx(region.mean())  # a flat map scores the area share: chance
     assert region.mean() < perfect <= bound < 1  # bilinear upsampling spreads even a perfect map
+    # the bound is the best single cell: one 8 x 8 cell inside the square (rows/cols 2-3) scores it
+    one_cell = np.zeros((8, 8))
+    one_cell[2, 2] = 1.0
+    lat = torch.nn.functional.interpolate(torch.from_numpy(one_cell)[None, None].float(), size=(16, 16),
+                                          mode="bilinear", align_corners=False)[0, 0].numpy()
+    assert mass_share(lat, region) == pytest.approx(bound, abs=1e-5)
+    rng = np.random.default_rng(0)  # and no map, spread over both grids at random, beats it
+    for _ in range(20):
+        maps = [rng.dirichlet(np.full(k * k, 0.3)).reshape(k, k) * rng.uniform(0.1, 1) for k in (4, 8)]
+        lat = sum(torch.nn.functional.interpolate(torch.from_numpy(m)[None, None].float(), size=(16, 16),
+                                                  mode="bilinear", align_corners=False)[0, 0] for m in maps)
+        assert mass_share(lat.numpy(), region) <= bound + 1e-6
