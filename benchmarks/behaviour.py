@@ -818,8 +818,9 @@ def main(argv: list[str] | None = None, pipe: Any = None) -> dict:
     if earlier is not None:  # the other rows as they were; order by row number
         rows_now = {**earlier["rows"], **result["rows"]}
         result = {**earlier, "rows": dict(sorted(rows_now.items(), key=lambda kv: int(kv[0].split("_")[0])))}
-        result["updated_rows"] = {f"{r}_{ROWS[r][0]}": {"seconds": seconds, "pictures": bench.generated}
-                                  for r in rows}
+        result["updated_rows"] = {**earlier.get("updated_rows", {}),  # every later re-run, the latest per row
+                                  **{f"{r}_{ROWS[r][0]}": {"seconds": seconds, "pictures": bench.generated}
+                                     for r in rows}}
     else:
         result.update(seconds=seconds, pictures_generated=bench.generated,
                       generation_seconds=round(bench.seconds, 1))
