@@ -694,9 +694,10 @@ def best_cell_share(grids: Sequence[tuple[int, int]], region: np.ndarray, latent
     its maximum sits at one cell, whatever weight each layer gets."""
     best = 0.0
     for grid in set(grids):
-        if grid not in cache:
-            cache[grid] = _cell_footprints(grid, latent, region.shape)[1]
-        pic = cache[grid]
+        key = (grid, latent, region.shape)  # the footprints depend on these only, not on the region
+        if key not in cache:
+            cache[key] = _cell_footprints(grid, latent, region.shape)[1]
+        pic = cache[key]
         best = max(best, float(((pic * region).sum((1, 2)) / pic.sum((1, 2))).max()))
     return best
 

@@ -51,6 +51,12 @@ def _grid(n_pixels: int, size: tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
+def _to_latent(maps: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(B, T, h, w) layer maps resized bilinearly to the latent's (H, W), as every layer is before
+    layers are averaged."""
+    return maps if tuple(maps.shape[-2:]) == hw else F.interpolate(maps, size=hw, mode="bilinear", align_corners=False)
+
+
 class CrossAttentionStore:
     """Running sums of cross-attention probabilities, averaged over heads, one entry per layer.
 
@@ -95,7 +101,7 @@ class CrossAttentionStore:
             b, n, t = s.shape
             h, w = _grid(n, hw)
             m = (s / self.calls[name]).reshape(b, h, w, t).permute(0, 3, 1, 2)  # (B, T, h, w)
-            out[name] = m if (h, w) == hw else F.interpolate(m, size=hw, mode="bilinear", align_corners=False)
+            out[name] = _to_latent(m, hw)
         return out
 
     def average(self, size: Size, batch: int | None = None) -> torch.Tensor:
@@ -117,8 +123,10 @@ class CrossAttentionStore:
         """The (H, W) map of a token that attends to ``mask`` and nothing else, seen through the
         recorded layers: in each layer every cell gets the share of the mask that falls in it, and
         the layers are resized and averaged as ``average`` does. ``mask`` is a picture-size (h, w)
-        array. Its ``mass_share`` on the mask is the most a well-placed map scores at these layers'
-        resolutions: a small object shares its coarse cells with the background around it.
+        array. Its ``mass_share`` on the mask is what a map shaped like the object scores at these
+        layers' resolutions, each layer given the same mass: a small object shares its coarse cells
+        with the background around it. (All of the mass in one well-placed cell scores more; that
+        bound is ``benchmarks/behaviour.py``'s ``best_cell_share``.)
 
         Introduced in notebooks/09_cross_attention.ipynb.
         """
@@ -133,7 +141,7 @@ class CrossAttentionStore:
             h, w = _grid(s.shape[1], hw)
             cell = F.adaptive_avg_pool2d(m, (h, w))  # (1, 1, h, w): the mask's cover of each cell
             cell = cell / cell.sum()  # the same mass in every layer
-            maps.append(cell if (h, w) == hw else F.interpolate(cell, size=hw, mode="bilinear", align_corners=False))
+            maps.append(_to_latent(cell, hw))
         return torch.cat(maps).mean(0)[0].numpy()
 
 
@@ -254,15 +262,19 @@ def mass_share(amap: np.ndarray, region: np.ndarray) -> float:
     region = np.asarray(region, bool)
     if not region.any():
         raise ValueError("the region is empty")
-    m = torch.from_numpy(np.asarray(amap, np.float32))[None, None]
-    up = F.interpolate(m, size=region.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+    up = _upsampled(amap, *region.shape)
     return float(up[region].sum() / up.sum())
+
+
+def _upsampled(amap: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A token map upsampled bilinearly to (height, width): how every map here meets the picture."""
+    m = torch.from_numpy(np.asarray(amap, np.float32))[None, None]
+    return F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 def _stretched(amap: np.ndarray, height: int, width: int) -> np.ndarray:
     """A token map upsampled bilinearly to (height, width) and stretched to [0, 1] (min -> 0)."""
-    m = torch.from_numpy(np.asarray(amap, np.float32))[None, None]
-    up = F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
+    up = _upsampled(amap, height, width)
     lo, hi = float(up.min()), float(up.max())
     return (up - lo) / max(hi - lo, 1e-12)
 
