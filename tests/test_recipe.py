@@ -174,6 +174,8 @@ def test_unet_cli_passes_lr_and_snr_gamma(monkeypatch, tmp_path):
     recipe.main(["unet", "--work", str(tmp_path)])
     assert seen[0]["lr"] == 3e-4 and seen[0]["snr_gamma"] == 5 and seen[0]["steps"] == 7
     assert "lr" not in seen[1] and seen[1]["snr_gamma"] is None and "steps" not in seen[1]
+    recipe.main(["unet", "--work", str(tmp_path), "--seed", "3"])
+    assert seen[0]["seed"] == 0 and seen[2]["seed"] == 3  # 0 by default: the shipped legs replay exactly
 
 
 

@@ -446,6 +446,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--object-weight", type=float, default=0.0, help="unet: extra loss weight on the objects' latent places")
     p.add_argument("--caption-noise", type=float, default=0.0, help="unet: share of captions swapped for another picture's")
     p.add_argument("--snr-gamma", type=float, default=None, help="unet: Min-SNR-γ loss weight (default: plain MSE)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="unet: the batches', noises' and timesteps' seed (a leg from --init with a new seed "
+                        "does not replay the earlier legs' draws)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--stop-at", type=int, default=None, help="vae, unet: stop after this many steps of the schedule")
     p.add_argument("--batch", type=int, default=None, help="vae, vae-ft: pictures per step (default 32, 16)")
@@ -476,7 +479,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.stage == "unet":
         train_unet(a.work, stop_at=a.stop_at, init=a.init, snr_gamma=a.snr_gamma, text_init=a.text_init,
                    train_text=not a.freeze_text, noise_offset=a.noise_offset,
-                   object_weight=a.object_weight, caption_noise=a.caption_noise, **steps,
+                   object_weight=a.object_weight, caption_noise=a.caption_noise, seed=a.seed, **steps,
                    **({"lr": a.lr} if a.lr else {}))
     else:
         print(export(a.work, out=a.out))
