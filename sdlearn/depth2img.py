@@ -134,6 +134,16 @@ def depth2img(pipe: Pipeline, prompt: str | Sequence[str], image: Any, depth_map
     return images
 
 
+def near_region(depth: Any, near: float = 0.45) -> np.ndarray:
+    """(H, W) bool: a depth map's *near* region, the pixels above ``near`` of its min-max range
+    (larger = nearer, as DPT and the world's maps have it). The silhouette ``structure_iou`` compares.
+
+    Introduced in notebooks/08_depth2img.ipynb.
+    """
+    d = as_depth(depth)[0].numpy()
+    return (d - d.min()) / (d.max() - d.min()) > near
+
+
 def structure_iou(picture: Any, depth: Any, near: float = 0.45, colour_gap: float = 40.0) -> float:
     """How well a picture's layout follows a depth map: the IoU of its *foreground* (pixels whose
     colour is more than ``colour_gap`` from the border's median colour, the background) and the
@@ -151,6 +161,6 @@ def structure_iou(picture: Any, depth: Any, near: float = 0.45, colour_gap: floa
         d = np.asarray(Image.fromarray(d).resize((img.shape[1], img.shape[0]), Image.BILINEAR))
     border = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
     fg = np.linalg.norm(img - np.median(border, 0), axis=-1) > colour_gap
-    nr = (d - d.min()) / (d.max() - d.min()) > near
+    nr = near_region(d, near)
     union = (fg | nr).sum()
     return float((fg & nr).sum() / union) if union else 1.0

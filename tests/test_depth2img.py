@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sdlearn.depth2img import as_depth, depth2img, depth_condition
+from sdlearn.depth2img import as_depth, depth2img, depth_condition, near_region, structure_iou
 from sdlearn.device import make_generator
 from sdlearn.images import demo_depth, demo_image
 from sdlearn.models import mini_path
@@ -109,3 +109,18 @@ def test_depth_condition_is_prepare_depth_map(tiny_depth):
     ref = tiny_depth.prepare_depth_map(torch.zeros(1, 3, 128, 128), depth, 1, False, torch.float32,
                                        torch.device("cpu"))
     assert torch.allclose(depth_condition(depth, tuple(ref.shape[-2:])), ref, atol=1e-6)
+
+
+def test_near_region_and_structure_iou():
+    """The near region is the pixels above `near` of the map's min-max range, whatever its scale;
+    a picture whose foreground is exactly that region scores IoU 1; read the wrong way round, 0."""
+    d = np.zeros((32, 32), np.float32)
+    d[8:20, 4:14] = 1.0
+    d[0, 0] = 0.4  # below 0.45 of the range: not near
+    region = near_region(d)
+    assert region.sum() == 12 * 10 and region[8:20, 4:14].all()
+    assert np.array_equal(near_region(3 * d + 7), region)  # a positive affine rescale: the same
+    picture = np.full((32, 32, 3), 20, np.uint8)
+    picture[region] = 220
+    assert structure_iou(Image.fromarray(picture), d) == 1.0
+    assert structure_iou(Image.fromarray(picture), d.max() - d) == 0.0  # the map read the wrong way round
